@@ -1,0 +1,32 @@
+# avsf_jax: the two commands a new user needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Eight fake CPU devices so that sharded code paths run on any machine.
+TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8 TF_CPP_MIN_LOG_LEVEL=2 JAX_PLATFORMS=cpu
+PYTEST_ARGS ?= -n 2 --dist loadfile --durations=15
+
+.PHONY: venv test lint format demo clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check avsf_jax configs tests
+	$(BIN)/ruff format --check avsf_jax configs tests
+
+format: venv
+	$(BIN)/ruff check --fix avsf_jax configs tests
+	$(BIN)/ruff format avsf_jax configs tests
+
+test: venv lint
+	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS) tests
+
+clean:
+	rm -rf $(VENV) demo_run .pytest_cache

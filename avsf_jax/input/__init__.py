@@ -1,0 +1,1 @@
+"""Input pipelines (tf.data) and dataset builders (TFDS). The only part that imports TensorFlow."""

@@ -1,0 +1,358 @@
+"""The SlowFast family as one Flax module: AVSlowFast, SlowFast, Slow-only, Fast-only, Audio-only.
+
+Pathways are chosen by `pathways`; everything else (laterals, audio fusion, DropPathway, AVS
+projections, non-local, head) is switched by explicit fields. Inputs are a mapping:
+
+  'slow':  (N, T, H, W, 3)            T frames at stride tau
+  'fast':  (N, alpha*T, H, W, 3)      alpha*T frames at stride tau/alpha
+  'audio': (N, time, freq, 1)          log-mel, e.g. 128 x 80
+  'audio_negative' (optional): (N, time, freq, 1), misaligned audio for the AVS loss; it
+      runs through the Audio pathway (which never sees video) and feeds only the AVS
+      projections.
+
+`__call__` returns `(logits, aux)`; `logits` is an array, or a dict for several heads.
+`aux` holds 'avs' ({junction: {'visual', 'audio'[, 'audio_negative']}} embeddings),
+'pooled' (per-pathway pool5 features) and 'drop_pathway_keep' (1 = audio kept). Per-stage
+features are sown into the 'intermediates' collection as '<pathway>_<stage>'.
+"""
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from avsf_jax.models import fusion, heads, layers, resnet
+
+PATHWAYS = ('slow', 'fast', 'audio')
+JUNCTIONS = ('pool1', 'res2', 'res3', 'res4')
+AVS_JUNCTIONS = (*JUNCTIONS, 'pool5')
+STAGES = ('res2', 'res3', 'res4', 'res5')
+AUDIO_BLOCKS = {'v1': 'factorized_concat', 'v2': 'factorized_sum'}
+DROP_PATHWAY_MODES = ('global', 'per_example')
+DROP_PATHWAY_SCOPES = ('laterals', 'laterals_and_head')
+
+
+class AVSlowFast(nn.Module):
+  """Audiovisual SlowFast network and its single- and two-pathway baselines.
+
+  Attributes:
+    num_classes: classes of the single head, or {head name: classes} for several heads.
+    pathways: subset of ('slow', 'fast', 'audio').
+    depth: ResNet depth, 50 or 101.
+    slow_width: Slow stem channels (64); stages are 4x, 8x, 16x, 32x of it.
+    beta_inv: Slow/Fast channel ratio (8 -> the Fast stem has 8 channels).
+    alpha: Fast/Slow frame-rate ratio.
+    fusion_kernel: temporal kernel of the time-strided Fast->Slow conv (5 for 4x16, 7 for 8x8).
+    fusion_channel_ratio: the lateral conv outputs this times the Fast channels.
+    lateral: Fast->Slow lateral kind, one of `fusion.LATERALS`.
+    lateral_junctions: where Fast->Slow laterals join, a subset of JUNCTIONS.
+    slow_temporal_kernels / fast_temporal_kernels: temporal kernel of the stem and of the
+      first conv of each block of res2..res5 (SlowFast Table 1).
+    audio_width_ratio: beta_A, Audio channels relative to Slow (1/2 -> stem 32).
+    audio_block: 'v1' (released code: parallel 3x1 / 1x3 on the block input, concatenated)
+      or 'v2' (PyTorchVideo: 1x1 reduce, parallel 3x1 / 1x3 summed) for res2 and res3.
+    audio_fusion: 'a_fs', 'a_f_s' or 'av_nonlocal'.
+    audio_fusion_junctions: where audio joins the visual pathways, a subset of JUNCTIONS.
+    audio_fusion_kernel: temporal kernel of the A->FS / A->F->S convs.
+    audio_fusion_inner: intermediate width of A->FS / A->F->S (int) or a fraction of the
+      audio width at that junction (float; PyTorchVideo uses 0.25); the inner width of
+      the audiovisual non-local block.
+    audio_pool5_concat: concatenate the pooled Audio features into the classifier input.
+    drop_pathway_rate: probability P_d of dropping audio->visual contributions in a step.
+    drop_pathway_mode: 'global' (one draw for the whole global batch) or 'per_example'.
+    drop_pathway_scope: 'laterals' (the released code: audio still reaches the classifier)
+      or 'laterals_and_head' (the pooled audio features are zeroed too).
+    avs_junctions: where AVS projection heads sit, a subset of AVS_JUNCTIONS.
+    avs_dim: AVS embedding size.
+    nonlocal_blocks: block indices of the Slow res4 stage followed by a non-local block.
+    nonlocal_pool: max-pool window of the non-local keys/values.
+    bn_group_size: clips per BN statistics group; 0 = the whole global batch.
+    bn_momentum, bn_epsilon: BatchNorm running-average momentum (Flax convention), epsilon.
+    dropout_rate: dropout before the classifier.
+    head_pooling: 'global', or 'window' for the fully convolutional PySlowFast/PyTorchVideo
+      test head that slides a `head_window` (res5 H, W) average pool and averages logits.
+    head_window: res5 spatial size of a training crop (224 / 32 = 7).
+    dtype: compute dtype (params, BN statistics, head and logits stay float32).
+  """
+
+  num_classes: int | Mapping[str, int]
+  pathways: Sequence[str] = PATHWAYS
+  depth: int = 50
+  slow_width: int = 64
+  beta_inv: int = 8
+  alpha: int = 8
+  fusion_kernel: int = 5
+  fusion_channel_ratio: int = 2
+  lateral: str = 'time_strided_conv'
+  lateral_junctions: Sequence[str] = JUNCTIONS
+  slow_temporal_kernels: Sequence[int] = (1, 1, 1, 3, 3)
+  fast_temporal_kernels: Sequence[int] = (5, 3, 3, 3, 3)
+  audio_width_ratio: float = 0.5
+  audio_block: str = 'v1'
+  audio_fusion: str = 'a_fs'
+  audio_fusion_junctions: Sequence[str] = ('res3', 'res4')
+  audio_fusion_kernel: int = 5
+  audio_fusion_inner: int | float = 64
+  audio_pool5_concat: bool = True
+  drop_pathway_rate: float = 0.8
+  drop_pathway_mode: str = 'global'
+  drop_pathway_scope: str = 'laterals'
+  avs_junctions: Sequence[str] = ('res3', 'res4', 'pool5')
+  avs_dim: int = 64
+  nonlocal_blocks: Sequence[int] = ()
+  nonlocal_pool: Sequence[int] = (1, 2, 2)
+  bn_group_size: int = 8
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  dropout_rate: float = 0.5
+  head_pooling: str = 'global'
+  head_window: Sequence[int] = (7, 7)
+  dtype: Any = jnp.float32
+
+  def _validate(self) -> None:
+    def check(ok: bool, message: str) -> None:
+      if not ok:
+        raise ValueError(f'AVSlowFast: {message}')
+
+    check(
+      bool(self.pathways) and set(self.pathways) <= set(PATHWAYS),
+      f'pathways={tuple(self.pathways)}; choose from {PATHWAYS}',
+    )
+    check(
+      set(self.lateral_junctions) <= set(JUNCTIONS), f'lateral_junctions must be in {JUNCTIONS}'
+    )
+    check(self.lateral in fusion.LATERALS, f'lateral={self.lateral!r}; one of {fusion.LATERALS}')
+    check(
+      set(self.audio_fusion_junctions) <= set(JUNCTIONS),
+      f'audio_fusion_junctions must be in {JUNCTIONS}',
+    )
+    check(
+      self.audio_fusion in fusion.AUDIO_FUSIONS,
+      f'audio_fusion={self.audio_fusion!r}; one of {fusion.AUDIO_FUSIONS}',
+    )
+    check(self.audio_block in AUDIO_BLOCKS, f'audio_block={self.audio_block!r}; one of v1, v2')
+    check(
+      set(self.avs_junctions) <= set(AVS_JUNCTIONS), f'avs_junctions must be in {AVS_JUNCTIONS}'
+    )
+    check(
+      self.drop_pathway_mode in DROP_PATHWAY_MODES,
+      f'drop_pathway_mode={self.drop_pathway_mode!r}; one of {DROP_PATHWAY_MODES}',
+    )
+    check(
+      self.drop_pathway_scope in DROP_PATHWAY_SCOPES,
+      f'drop_pathway_scope={self.drop_pathway_scope!r}; one of {DROP_PATHWAY_SCOPES}',
+    )
+    check(0.0 <= self.drop_pathway_rate <= 1.0, 'drop_pathway_rate must be in [0, 1]')
+    check(self.head_pooling in heads.POOLINGS, f'head_pooling one of {heads.POOLINGS}')
+    check(
+      len(self.slow_temporal_kernels) == 5 and len(self.fast_temporal_kernels) == 5,
+      'temporal kernel tables need 5 entries (stem, res2..res5)',
+    )
+    if 'audio' in self.pathways and len(self.pathways) > 1 and self.audio_fusion_junctions:
+      needs = 'fast' if self.audio_fusion == 'a_f_s' else 'slow'
+      check(needs in self.pathways, f'audio_fusion={self.audio_fusion!r} needs the {needs} pathway')
+
+  def _width(self, pathway: str) -> int:
+    if pathway == 'slow':
+      return self.slow_width
+    if pathway == 'fast':
+      return self.slow_width // self.beta_inv
+    return max(1, round(self.slow_width * self.audio_width_ratio))
+
+  def _stem(self, pathway: str, x: jax.Array, conv, norm) -> jax.Array:
+    width = self._width(pathway)
+    if pathway == 'audio':
+      x = conv(width, (9, 1), name='audio_stem_time')(x) + conv(
+        width, (1, 9), name='audio_stem_freq'
+      )(x)
+      return nn.relu(norm(name='audio_stem_bn')(x))
+    kernels = self.slow_temporal_kernels if pathway == 'slow' else self.fast_temporal_kernels
+    x = conv(width, (kernels[0], 7, 7), (1, 2, 2), name=f'{pathway}_stem')(x)
+    x = nn.relu(norm(name=f'{pathway}_stem_bn')(x))
+    return layers.max_pool(x, (1, 3, 3), (1, 2, 2))
+
+  def _stage(self, pathway: str, index: int, conv, norm) -> resnet.Stage:
+    num_blocks, features, inner = resnet.stage_widths(self._width(pathway), self.depth)[index]
+    name = f'{pathway}_{STAGES[index]}'
+    if pathway == 'audio':
+      stride = 1 if index == 0 else 2
+      return resnet.Stage(
+        num_blocks=num_blocks,
+        features=features,
+        inner=inner,
+        kernel_a=(1, 1),
+        kernel_b=(3, 3),
+        stride=(stride, stride),
+        conv=conv,
+        norm=norm,
+        transform=AUDIO_BLOCKS[self.audio_block] if index < 2 else 'standard',
+        name=name,
+      )
+    kernels = self.slow_temporal_kernels if pathway == 'slow' else self.fast_temporal_kernels
+    stride = 1 if index == 0 else 2
+    nonlocal_after = self.nonlocal_blocks if (pathway == 'slow' and index == 2) else ()
+    return resnet.Stage(
+      num_blocks=num_blocks,
+      features=features,
+      inner=inner,
+      kernel_a=(kernels[index + 1], 1, 1),
+      kernel_b=(1, 3, 3),
+      stride=(1, stride, stride),
+      conv=conv,
+      norm=norm,
+      nonlocal_after=tuple(nonlocal_after),
+      nonlocal_pool=tuple(self.nonlocal_pool),
+      name=name,
+    )
+
+  def _drop_pathway_keep(self, batch: int, train: bool) -> jax.Array | None:
+    """The DropPathway switch: None (keep everything) or a bool scalar / (N,) array.
+
+    One Bernoulli draw from the 'drop_pathway' RNG stream per step for the whole global
+    batch (or one per example); the training step folds that stream's key with the step,
+    so every device of a jitted step sees the same decision. Never active outside training.
+    """
+    audiovisual = 'audio' in self.pathways and len(self.pathways) > 1
+    if not (train and audiovisual and self.drop_pathway_rate > 0.0):
+      return None
+    shape = () if self.drop_pathway_mode == 'global' else (batch,)
+    rng = self.make_rng('drop_pathway')
+    return jax.random.bernoulli(rng, 1.0 - self.drop_pathway_rate, shape)
+
+  def _fusion_inner(self, audio: jax.Array) -> int:
+    if isinstance(self.audio_fusion_inner, float):
+      return max(1, int(audio.shape[-1] * self.audio_fusion_inner))
+    return int(self.audio_fusion_inner)
+
+  @nn.compact
+  def __call__(
+    self, inputs: Mapping[str, jax.Array], *, train: bool
+  ) -> tuple[jax.Array | dict[str, jax.Array], dict[str, Any]]:
+    self._validate()
+    conv = functools.partial(layers.Conv, dtype=self.dtype)
+    norm = functools.partial(
+      layers.BatchNorm,
+      use_running_average=not train,
+      group_size=self.bn_group_size,
+      momentum=self.bn_momentum,
+      epsilon=self.bn_epsilon,
+      dtype=self.dtype,
+    )
+    missing = [p for p in self.pathways if p not in inputs]
+    if missing:
+      raise KeyError(f'AVSlowFast: inputs lack {missing}; got keys {sorted(inputs)}')
+    x = {p: jnp.asarray(inputs[p], self.dtype) for p in self.pathways}
+    batch = x[self.pathways[0]].shape[0]
+    has_audio = 'audio' in self.pathways
+    audiovisual = has_audio and len(self.pathways) > 1
+    num_negative = 0
+    if audiovisual and self.avs_junctions and inputs.get('audio_negative') is not None:
+      negative = jnp.asarray(inputs['audio_negative'], self.dtype)
+      num_negative = negative.shape[0]
+      x['audio'] = jnp.concatenate([x['audio'], negative], axis=0)
+
+    keep = self._drop_pathway_keep(batch, train)
+
+    def gate(y: jax.Array) -> jax.Array:
+      if keep is None:
+        return y
+      k = keep.astype(y.dtype)
+      return y * k.reshape(k.shape + (1,) * (y.ndim - k.ndim))
+
+    def pooled_visual() -> jax.Array:
+      return jnp.concatenate(
+        [heads.global_pool(x[p]) for p in ('slow', 'fast') if p in self.pathways], axis=-1
+      )
+
+    def add_avs(junction: str, visual: jax.Array, audio: jax.Array) -> None:
+      if junction not in self.avs_junctions or not audiovisual:
+        return
+      project_v = fusion.AVSProjection(self.avs_dim, name=f'avs_{junction}_visual')
+      project_a = fusion.AVSProjection(self.avs_dim, name=f'avs_{junction}_audio')
+      entry = {'visual': project_v(visual), 'audio': project_a(audio[:batch])}
+      if num_negative:
+        entry['audio_negative'] = project_a(audio[batch:])
+      avs[junction] = entry
+
+    avs: dict[str, dict[str, jax.Array]] = {}
+    for p in self.pathways:
+      x[p] = self._stem(p, x[p], conv, norm)
+    for index, junction in enumerate((*JUNCTIONS, 'res5')):
+      if junction != 'pool1':
+        for p in self.pathways:
+          x[p] = self._stage(p, index - 1, conv, norm)(x[p])
+          self.sow('intermediates', f'{p}_{junction}', x[p])
+      if junction == 'res5':
+        break
+      audio_here = has_audio and junction in self.audio_fusion_junctions
+      if audio_here and self.audio_fusion == 'a_f_s' and 'fast' in self.pathways:
+        contribution = fusion.AudioToVisual(
+          features=x['fast'].shape[-1],
+          inner=self._fusion_inner(x['audio']),
+          kernel=self.audio_fusion_kernel,
+          num_frames=x['fast'].shape[1],
+          conv=conv,
+          norm=norm,
+          name=f'audio_to_fast_{junction}',
+        )(x['audio'][:batch])
+        x['fast'] = x['fast'] + gate(contribution[:, :, None, None, :])
+      if 'slow' in self.pathways and 'fast' in self.pathways:
+        if junction in self.lateral_junctions:
+          x['slow'] = fusion.FastToSlow(
+            kind=self.lateral,
+            alpha=self.alpha,
+            kernel=self.fusion_kernel,
+            channel_ratio=self.fusion_channel_ratio,
+            conv=conv,
+            norm=norm,
+            name=f'fast_to_slow_{junction}',
+          )(x['slow'], x['fast'])
+      visual = pooled_visual() if audiovisual and junction in self.avs_junctions else None
+      if audio_here and 'slow' in self.pathways and self.audio_fusion != 'a_f_s':
+        if self.audio_fusion == 'a_fs':
+          contribution = fusion.AudioToVisual(
+            features=x['slow'].shape[-1],
+            inner=self._fusion_inner(x['audio']),
+            kernel=self.audio_fusion_kernel,
+            num_frames=x['slow'].shape[1],
+            conv=conv,
+            norm=norm,
+            name=f'audio_to_slowfast_{junction}',
+          )(x['audio'][:batch])[:, :, None, None, :]
+        else:
+          contribution = fusion.AudioVisualNonLocal(
+            inner=self._fusion_inner(x['audio']),
+            conv=conv,
+            norm=norm,
+            name=f'audio_visual_nonlocal_{junction}',
+          )(x['slow'], x['audio'][:batch])
+        x['slow'] = x['slow'] + gate(contribution)
+      if visual is not None:
+        add_avs(junction, visual, heads.global_pool(x['audio']))
+
+    pooled = {p: heads.global_pool(x[p]) for p in self.pathways}
+    if has_audio:
+      if audiovisual:
+        add_avs('pool5', pooled_visual(), pooled['audio'])
+      pooled['audio'] = pooled['audio'][:batch]
+      if self.drop_pathway_scope == 'laterals_and_head':
+        pooled['audio'] = gate(pooled['audio'])
+
+    head_inputs = [p for p in self.pathways if p != 'audio' or self.audio_pool5_concat]
+    if self.head_pooling == 'window' and not train:
+      windows = [heads.window_pool(x[p], self.head_window) for p in head_inputs if p != 'audio']
+      positions = max(w.shape[1] for w in windows) if windows else 1
+      features = [jnp.broadcast_to(w, (batch, positions, w.shape[-1])) for w in windows]
+      if 'audio' in head_inputs:
+        a = pooled['audio'][:, None, :]
+        features.append(jnp.broadcast_to(a, (batch, positions, a.shape[-1])))
+    else:
+      features = [pooled[p] for p in head_inputs]
+    logits = heads.ClassifierHead(self.num_classes, self.dropout_rate, name='head')(
+      jnp.concatenate(features, axis=-1), train=train
+    )
+    keep_out = jnp.ones((), jnp.float32) if keep is None else keep.astype(jnp.float32)
+    return logits, {'avs': avs, 'pooled': pooled, 'drop_pathway_keep': keep_out}

@@ -1,0 +1,140 @@
+"""ResNet bottleneck blocks and stages for the Slow, Fast and Audio pathways.
+
+One block class serves video (kernels over (T, H, W)) and audio (kernels over
+(time, frequency)): the caller passes the kernel sizes and the `conv`/`norm` builders.
+"""
+
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from avsf_jax.models import nonlocal_block
+
+ModuleDef = Callable[..., nn.Module]
+
+# Bottleneck blocks per stage (res2..res5). 14 and 26 are small variants for demos and tests.
+STAGE_DEPTHS = {14: (1, 1, 1, 1), 26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+# Transforms of the middle ("b") layer of a bottleneck.
+TRANSFORMS = ('standard', 'factorized_concat', 'factorized_sum')
+
+
+class Bottleneck(nn.Module):
+  """Bottleneck residual block: a (1x1 or temporal) -> b (3x3) -> c (1x1) + shortcut.
+
+  `transform` picks the b layer:
+    - 'standard': one `kernel_b` conv with `strides` (the visual pathways; audio res4/res5).
+    - 'factorized_sum': PyTorchVideo's acoustic block ("v2"): after the 1x1 reduction, a
+      3x1 (time) and a 1x3 (frequency) conv run in parallel and are summed.
+    - 'factorized_concat': the released AVSlowFast audio block ("v1"): a 3x1 (time) and a
+      1x3 (frequency) conv run in parallel on the block input, each to the inner width
+      (paper 000 Table 1: "[3x1, 1x3], 32"), and are concatenated; a 1x1 conv to the output
+      width follows. There is no separate reduction layer: two layers in the residual branch.
+  The spatial (or time-frequency) stride sits on the b layer; the last BN's scale starts at
+  zero so each block starts as the identity.
+  """
+
+  features: int
+  inner: int
+  kernel_a: Sequence[int]
+  kernel_b: Sequence[int]
+  strides: Sequence[int]
+  conv: ModuleDef
+  norm: ModuleDef
+  transform: str = 'standard'
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.transform not in TRANSFORMS:
+      raise ValueError(f'Bottleneck.transform={self.transform!r}; expected one of {TRANSFORMS}')
+    strides = tuple(self.strides)
+    if self.transform == 'factorized_concat':
+      time_kernel, freq_kernel = _factorized_kernels(len(self.kernel_b))
+      y = jnp.concatenate(
+        [
+          self.conv(self.inner, time_kernel, strides, name='conv_a_time')(x),
+          self.conv(self.inner, freq_kernel, strides, name='conv_a_freq')(x),
+        ],
+        axis=-1,
+      )
+      y = nn.relu(self.norm(name='bn_a')(y))
+    else:
+      y = self.conv(self.inner, self.kernel_a, name='conv_a')(x)
+      y = nn.relu(self.norm(name='bn_a')(y))
+      if self.transform == 'standard':
+        y = self.conv(self.inner, self.kernel_b, strides, name='conv_b')(y)
+      else:
+        time_kernel, freq_kernel = _factorized_kernels(len(self.kernel_b))
+        y = self.conv(self.inner, time_kernel, strides, name='conv_b_time')(y) + self.conv(
+          self.inner, freq_kernel, strides, name='conv_b_freq'
+        )(y)
+      y = nn.relu(self.norm(name='bn_b')(y))
+    y = self.conv(self.features, (1,) * len(strides), name='conv_c')(y)
+    y = self.norm(name='bn_c', scale_init=nn.initializers.zeros)(y)
+
+    shortcut = x
+    if x.shape[-1] != self.features or any(s != 1 for s in strides):
+      shortcut = self.conv(self.features, (1,) * len(strides), strides, name='shortcut')(x)
+      shortcut = self.norm(name='shortcut_bn')(shortcut)
+    return nn.relu(y + shortcut)
+
+
+def _factorized_kernels(rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  """(3, 1) and (1, 3) for audio's (time, frequency) axes."""
+  if rank != 2:
+    raise ValueError(f'factorized blocks are for 2-D (time, frequency) inputs, got rank {rank}')
+  return (3, 1), (1, 3)
+
+
+class Stage(nn.Module):
+  """`num_blocks` bottlenecks; the first one carries the stride.
+
+  `nonlocal_after` lists the block indices after which a non-local block is inserted
+  (PySlowFast's NONLOCAL.LOCATION), with max-pooling `nonlocal_pool` on its keys/values.
+  """
+
+  num_blocks: int
+  features: int
+  inner: int
+  kernel_a: Sequence[int]
+  kernel_b: Sequence[int]
+  stride: Sequence[int]
+  conv: ModuleDef
+  norm: ModuleDef
+  transform: str = 'standard'
+  nonlocal_after: Sequence[int] = ()
+  nonlocal_pool: Sequence[int] = (1, 2, 2)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for i in range(self.num_blocks):
+      x = Bottleneck(
+        features=self.features,
+        inner=self.inner,
+        kernel_a=self.kernel_a,
+        kernel_b=self.kernel_b,
+        strides=self.stride if i == 0 else (1,) * len(self.stride),
+        conv=self.conv,
+        norm=self.norm,
+        transform=self.transform,
+        name=f'block{i}',
+      )(x)
+      if i in self.nonlocal_after:
+        x = nonlocal_block.NonLocal(
+          inner=self.features // 2,
+          pool=self.nonlocal_pool,
+          conv=self.conv,
+          norm=self.norm,
+          name=f'nonlocal{i}',
+        )(x)
+    return x
+
+
+def stage_widths(width: int, depth: int) -> list[tuple[int, int, int]]:
+  """(num_blocks, out, inner) for res2..res5 of a pathway whose stem has `width` channels."""
+  try:
+    depths = STAGE_DEPTHS[depth]
+  except KeyError as e:
+    raise ValueError(f'depth={depth}; supported ResNet depths are {sorted(STAGE_DEPTHS)}') from e
+  return [(n, width * 4 * 2**i, width * 2**i) for i, n in enumerate(depths)]

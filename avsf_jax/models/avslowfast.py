@@ -13,7 +13,7 @@ projections, non-local, head) is switched by explicit fields. Inputs are a mappi
 `__call__` returns `(logits, aux)`; `logits` is an array, or a dict for several heads.
 `aux` holds 'avs' ({junction: {'visual', 'audio'[, 'audio_negative']}} embeddings),
 'pooled' (per-pathway pool5 features) and 'drop_pathway_keep' (1 = audio kept). Per-stage
-features are sown into the 'intermediates' collection as '<pathway>_<stage>'.
+features are sown into the 'intermediates' collection as '<pathway>_<stage>_out'.
 """
 
 import functools
@@ -51,15 +51,18 @@ class AVSlowFast(nn.Module):
     lateral_junctions: where Fast->Slow laterals join, a subset of JUNCTIONS.
     slow_temporal_kernels / fast_temporal_kernels: temporal kernel of the stem and of the
       first conv of each block of res2..res5 (SlowFast Table 1).
+    temporal_kernel_blocks: per stage res2..res5, how many leading blocks use that temporal
+      kernel (later ones use 1); PySlowFast's NUM_BLOCK_TEMP_KERNEL, (3, 4, 6, 3).
     audio_width_ratio: beta_A, Audio channels relative to Slow (1/2 -> stem 32).
     audio_block: 'v1' (released code: parallel 3x1 / 1x3 on the block input, concatenated)
       or 'v2' (PyTorchVideo: 1x1 reduce, parallel 3x1 / 1x3 summed) for res2 and res3.
     audio_fusion: 'a_fs', 'a_f_s' or 'av_nonlocal'.
     audio_fusion_junctions: where audio joins the visual pathways, a subset of JUNCTIONS.
     audio_fusion_kernel: temporal kernel of the A->FS / A->F->S convs.
-    audio_fusion_inner: intermediate width of A->FS / A->F->S (int) or a fraction of the
-      audio width at that junction (float; PyTorchVideo uses 0.25); the inner width of
-      the audiovisual non-local block.
+    audio_fusion_inner: intermediate width of A->FS / A->F->S and the inner width of the
+      audiovisual non-local block (64 in the released configs); 0 means
+      `audio_fusion_inner_ratio` x the audio width at the junction (PyTorchVideo: 0.25).
+    audio_fusion_inner_ratio: see `audio_fusion_inner`.
     audio_pool5_concat: concatenate the pooled Audio features into the classifier input.
     drop_pathway_rate: probability P_d of dropping audio->visual contributions in a step.
     drop_pathway_mode: 'global' (one draw for the whole global batch) or 'per_example'.
@@ -90,12 +93,14 @@ class AVSlowFast(nn.Module):
   lateral_junctions: Sequence[str] = JUNCTIONS
   slow_temporal_kernels: Sequence[int] = (1, 1, 1, 3, 3)
   fast_temporal_kernels: Sequence[int] = (5, 3, 3, 3, 3)
+  temporal_kernel_blocks: Sequence[int] = (3, 4, 6, 3)
   audio_width_ratio: float = 0.5
   audio_block: str = 'v1'
   audio_fusion: str = 'a_fs'
   audio_fusion_junctions: Sequence[str] = ('res3', 'res4')
   audio_fusion_kernel: int = 5
-  audio_fusion_inner: int | float = 64
+  audio_fusion_inner: int = 64
+  audio_fusion_inner_ratio: float = 0.25
   audio_pool5_concat: bool = True
   drop_pathway_rate: float = 0.8
   drop_pathway_mode: str = 'global'
@@ -151,6 +156,7 @@ class AVSlowFast(nn.Module):
       len(self.slow_temporal_kernels) == 5 and len(self.fast_temporal_kernels) == 5,
       'temporal kernel tables need 5 entries (stem, res2..res5)',
     )
+    check(len(self.temporal_kernel_blocks) == 4, 'temporal_kernel_blocks needs 4 entries')
     if 'audio' in self.pathways and len(self.pathways) > 1 and self.audio_fusion_junctions:
       needs = 'fast' if self.audio_fusion == 'a_f_s' else 'slow'
       check(needs in self.pathways, f'audio_fusion={self.audio_fusion!r} needs the {needs} pathway')
@@ -203,6 +209,7 @@ class AVSlowFast(nn.Module):
       stride=(1, stride, stride),
       conv=conv,
       norm=norm,
+      temporal_blocks=self.temporal_kernel_blocks[index],
       nonlocal_after=tuple(nonlocal_after),
       nonlocal_pool=tuple(self.nonlocal_pool),
       name=name,
@@ -223,9 +230,9 @@ class AVSlowFast(nn.Module):
     return jax.random.bernoulli(rng, 1.0 - self.drop_pathway_rate, shape)
 
   def _fusion_inner(self, audio: jax.Array) -> int:
-    if isinstance(self.audio_fusion_inner, float):
-      return max(1, int(audio.shape[-1] * self.audio_fusion_inner))
-    return int(self.audio_fusion_inner)
+    if self.audio_fusion_inner > 0:
+      return self.audio_fusion_inner
+    return max(1, int(audio.shape[-1] * self.audio_fusion_inner_ratio))
 
   @nn.compact
   def __call__(
@@ -284,7 +291,7 @@ class AVSlowFast(nn.Module):
       if junction != 'pool1':
         for p in self.pathways:
           x[p] = self._stage(p, index - 1, conv, norm)(x[p])
-          self.sow('intermediates', f'{p}_{junction}', x[p])
+          self.sow('intermediates', f'{p}_{junction}_out', x[p])
       if junction == 'res5':
         break
       audio_here = has_audio and junction in self.audio_fusion_junctions

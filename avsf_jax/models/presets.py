@@ -6,6 +6,7 @@ fields of `AVSlowFast`), and `CLIPS` the clip geometry (T, tau, alpha) that goes
 
 import ml_collections
 
+from avsf_jax.models import resnet
 from avsf_jax.models.avslowfast import JUNCTIONS
 
 # T x tau sampling -> (T slow frames, tau raw-frame stride of Slow, alpha, Fast->Slow kernel).
@@ -14,8 +15,10 @@ CLIPS = {
   '8x8': (8, 8, 4, 7),
   '16x8': (16, 8, 4, 7),
 }
-# PySlowFast's non-local placements in the Slow res4 stage (NONLOCAL.LOCATION).
+# PySlowFast's non-local placements in the Slow res4 stage (NONLOCAL.LOCATION) and the
+# max-pool of their keys/values; (2, 2, 2) reproduces SlowFast 16x8 R101+NL's 234 GFLOPs.
 NONLOCAL_BLOCKS = {50: (1, 3, 5), 101: (6, 13, 20)}
+NONLOCAL_POOL = (2, 2, 2)
 
 PRESETS = (
   'avslowfast_4x16',
@@ -53,12 +56,14 @@ def default_model_config() -> ml_collections.ConfigDict:
       'lateral_junctions': ('res3', 'res4'),
       'slow_temporal_kernels': (1, 1, 1, 3, 3),
       'fast_temporal_kernels': (5, 3, 3, 3, 3),
+      'temporal_kernel_blocks': (3, 4, 6, 3),
       'audio_width_ratio': 0.5,
       'audio_block': 'v1',
       'audio_fusion': 'a_fs',
       'audio_fusion_junctions': ('res3', 'res4'),
       'audio_fusion_kernel': 5,
       'audio_fusion_inner': 64,
+      'audio_fusion_inner_ratio': 0.25,
       'audio_pool5_concat': True,
       'drop_pathway_rate': 0.8,
       'drop_pathway_mode': 'global',
@@ -86,6 +91,9 @@ def model_config(preset: str, depth: int = 50) -> ml_collections.ConfigDict:
   config.depth = depth
   _, _, config.alpha, config.fusion_kernel = clip_of(preset)
   if preset.startswith('avslowfast'):
+    # Paper 000's R101 figure (129 GFLOPs for 8x8) needs temporal kernels in every res4
+    # block; SlowFast R101's (106) needs PySlowFast's 6 of 23. See docs/models.md.
+    config.temporal_kernel_blocks = resnet.STAGE_DEPTHS[depth]
     return config
   # Visual baselines: SlowFast as in its paper, laterals after pool1, res2, res3, res4.
   config.lateral_junctions = JUNCTIONS
@@ -96,6 +104,7 @@ def model_config(preset: str, depth: int = 50) -> ml_collections.ConfigDict:
     config.pathways = ('slow', 'fast')
     if preset.endswith('_nl'):
       config.nonlocal_blocks = NONLOCAL_BLOCKS[depth]
+      config.nonlocal_pool = NONLOCAL_POOL
   elif preset.startswith('slow_only'):
     config.pathways = ('slow',)
   elif preset.startswith('fast_only'):

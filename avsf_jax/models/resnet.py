@@ -90,6 +90,10 @@ def _factorized_kernels(rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
 class Stage(nn.Module):
   """`num_blocks` bottlenecks; the first one carries the stride.
 
+  Only the first `temporal_blocks` blocks use `kernel_a` as given; later blocks use a 1x1
+  `kernel_a` (PySlowFast's NUM_BLOCK_TEMP_KERNEL, which the SlowFast R101 models set so that
+  6 of the 23 res4 blocks are temporal). None means every block.
+
   `nonlocal_after` lists the block indices after which a non-local block is inserted
   (PySlowFast's NONLOCAL.LOCATION), with max-pooling `nonlocal_pool` on its keys/values.
   """
@@ -103,16 +107,18 @@ class Stage(nn.Module):
   conv: ModuleDef
   norm: ModuleDef
   transform: str = 'standard'
+  temporal_blocks: int | None = None
   nonlocal_after: Sequence[int] = ()
   nonlocal_pool: Sequence[int] = (1, 2, 2)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for i in range(self.num_blocks):
+      temporal = self.temporal_blocks is None or i < self.temporal_blocks
       x = Bottleneck(
         features=self.features,
         inner=self.inner,
-        kernel_a=self.kernel_a,
+        kernel_a=tuple(self.kernel_a) if temporal else (1,) * len(self.kernel_a),
         kernel_b=self.kernel_b,
         strides=self.stride if i == 0 else (1,) * len(self.stride),
         conv=self.conv,

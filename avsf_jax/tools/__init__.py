@@ -1,0 +1,1 @@
+"""Command-line tools: `python -m avsf_jax.tools.<name> --help`."""

@@ -1,0 +1,175 @@
+"""Layers against hand-computed references: BN groups, PyTorch padding, laterals, non-local."""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from avsf_jax.models import fusion, layers, nonlocal_block
+
+
+def _normal(shape, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+def _apply_bn(module, x, variables=None):
+  variables = variables or module.init(jax.random.key(0), x)
+  return module.apply(variables, x, mutable=['batch_stats'])
+
+
+# -- Grouped BatchNorm -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('group_size', [0, 8, 16])
+def test_bn_with_one_group_equals_flax_batchnorm(group_size):
+  """A group covering the whole batch (or group_size=0) is plain BN, running stats included."""
+  x = _normal((8, 3, 4, 4, 5)) * 2.0 + 1.0
+  ours = layers.BatchNorm(use_running_average=False, group_size=group_size, momentum=0.9)
+  plain = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
+  y_ours, s_ours = _apply_bn(ours, x)
+  y_plain, s_plain = plain.apply(plain.init(jax.random.key(0), x), x, mutable=['batch_stats'])
+  np.testing.assert_allclose(y_ours, y_plain, atol=1e-5)
+  np.testing.assert_allclose(
+    s_ours['batch_stats']['mean'], s_plain['batch_stats']['mean'], atol=1e-6
+  )
+  np.testing.assert_allclose(s_ours['batch_stats']['var'], s_plain['batch_stats']['var'], atol=1e-5)
+
+
+def test_bn_groups_are_independent_and_normalised_separately():
+  x = _normal((8, 2, 3, 3, 4))
+  bn = layers.BatchNorm(use_running_average=False, group_size=4)
+  y, state = _apply_bn(bn, x)
+  # Each group of 4 clips is normalised on its own statistics.
+  for g in range(2):
+    group = np.asarray(y[4 * g : 4 * g + 4]).reshape(-1, 4)
+    np.testing.assert_allclose(group.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(group.var(axis=0), 1.0, atol=1e-3)
+  # Changing the second group leaves the first group's outputs untouched.
+  x2 = x.at[4:].set(_normal((4, 2, 3, 3, 4), seed=5) * 3.0)
+  y2, _ = _apply_bn(bn, x2)
+  np.testing.assert_array_equal(y2[:4], y[:4])
+  assert not np.allclose(y2[4:], y[4:])
+  # Running statistics describe the whole batch: mean of group means, total variance.
+  flat = np.asarray(x).reshape(-1, 4)
+  np.testing.assert_allclose(state['batch_stats']['mean'], 0.1 * flat.mean(axis=0), atol=1e-6)
+  np.testing.assert_allclose(state['batch_stats']['var'], 0.9 + 0.1 * flat.var(axis=0), atol=1e-5)
+
+
+def test_bn_rejects_a_batch_that_is_not_a_multiple_of_the_group():
+  bn = layers.BatchNorm(use_running_average=False, group_size=4)
+  with pytest.raises(ValueError, match='multiple of bn_group_size=4'):
+    _apply_bn(bn, _normal((6, 2, 2, 2, 3)))
+
+
+def test_bn_keeps_f32_statistics_under_bf16():
+  x = _normal((4, 2, 2, 2, 3)).astype(jnp.bfloat16)
+  bn = layers.BatchNorm(use_running_average=False, dtype=jnp.bfloat16)
+  y, state = _apply_bn(bn, x)
+  assert y.dtype == jnp.bfloat16
+  assert state['batch_stats']['mean'].dtype == jnp.float32
+  np.testing.assert_allclose(
+    state['batch_stats']['mean'], 0.1 * np.asarray(x, np.float32).reshape(-1, 3).mean(0), atol=1e-6
+  )
+
+
+# -- PyTorch-compatible padding --------------------------------------------------------------
+
+
+def _reference_conv1d(x, w, stride, pad):
+  """Plain numpy cross-correlation with symmetric zero padding (PyTorch Conv1d semantics)."""
+  x = np.pad(x, (pad, pad))
+  k = len(w)
+  return np.array([np.dot(x[i : i + k], w) for i in range(0, len(x) - k + 1, stride)])
+
+
+@pytest.mark.parametrize('size,kernel,stride', [(8, 3, 2), (7, 7, 2), (10, 5, 1), (32, 5, 8)])
+def test_conv_padding_is_symmetric_like_pytorch(size, kernel, stride):
+  x = np.random.default_rng(1).normal(size=size).astype(np.float32)
+  conv = layers.Conv(1, (kernel,), (stride,))
+  variables = conv.init(jax.random.key(0), x[None, :, None])
+  w = np.asarray(variables['params']['conv']['kernel'])[:, 0, 0]
+  y = conv.apply(variables, x[None, :, None])[0, :, 0]
+  np.testing.assert_allclose(y, _reference_conv1d(x, w, stride, kernel // 2), rtol=1e-5, atol=1e-5)
+
+
+def test_max_pool_pads_with_minus_infinity():
+  x = -1.0 - jnp.arange(16.0).reshape(1, 1, 4, 4, 1)  # all negative
+  y = layers.max_pool(x, (1, 3, 3), (1, 2, 2))
+  assert y.shape == (1, 1, 2, 2, 1)
+  # Windows centred on even pixels; the top-left one covers the padding row and column, and
+  # its max is x[0, 0] = -1: zero padding would have given 0.
+  np.testing.assert_array_equal(y[0, 0, :, :, 0], [[-1.0, -2.0], [-5.0, -6.0]])
+
+
+# -- Fast->Slow laterals ---------------------------------------------------------------------
+
+
+def _lateral(kind, slow, fast, alpha=4):
+  conv = functools.partial(layers.Conv)
+  norm = functools.partial(layers.BatchNorm, use_running_average=True)
+  module = fusion.FastToSlow(kind, alpha, 5, 2, conv, norm)
+  return module.apply(module.init(jax.random.key(0), slow, fast), slow, fast)
+
+
+def test_time_strided_sample_takes_every_alpha_th_fast_frame():
+  slow = jnp.zeros((1, 2, 1, 1, 3))
+  fast = jnp.arange(8.0).reshape(1, 8, 1, 1, 1) * jnp.ones((1, 1, 1, 1, 2))
+  out = _lateral('time_strided_sample', slow, fast)
+  np.testing.assert_array_equal(out[0, :, 0, 0, 3:], [[0.0, 0.0], [4.0, 4.0]])
+  np.testing.assert_array_equal(out[..., :3], 0.0)
+
+
+def test_time_to_channel_packs_alpha_frames_in_order():
+  slow = jnp.ones((1, 2, 1, 1, 4))
+  fast = jnp.arange(8.0).reshape(1, 8, 1, 1, 1)  # one channel, frame index as value
+  out = _lateral('time_to_channel_concat', slow, fast)
+  np.testing.assert_array_equal(out[0, :, 0, 0, 4:], [[0, 1, 2, 3], [4, 5, 6, 7]])
+  summed = _lateral('time_to_channel_sum', slow, fast)
+  np.testing.assert_array_equal(summed[0, :, 0, 0], [[1, 2, 3, 4], [5, 6, 7, 8]])
+  with pytest.raises(ValueError, match='alpha \\* C_fast == C_slow'):
+    _lateral('time_to_channel_sum', jnp.ones((1, 2, 1, 1, 3)), fast)
+
+
+def test_time_strided_conv_output_width_and_frames():
+  slow = jnp.ones((2, 4, 3, 3, 16))
+  fast = _normal((2, 32, 3, 3, 4))
+  out = _lateral('time_strided_conv', slow, fast, alpha=8)
+  assert out.shape == (2, 4, 3, 3, 16 + 8)
+  with pytest.raises(ValueError, match='do not line up'):
+    _lateral('time_strided_conv', slow, _normal((2, 30, 3, 3, 4)), alpha=8)
+
+
+# -- Non-local -------------------------------------------------------------------------------
+
+
+def test_nonlocal_matches_a_numpy_reference():
+  x = _normal((2, 2, 4, 4, 6))
+  conv = functools.partial(layers.Conv)
+  norm = functools.partial(layers.BatchNorm, use_running_average=True)
+  block = nonlocal_block.NonLocal(inner=3, pool=(1, 2, 2), conv=conv, norm=norm)
+  variables = block.init(jax.random.key(0), x)
+  np.testing.assert_array_equal(block.apply(variables, x), x)  # identity at init
+  params = jax.tree_util.tree_map(lambda v: v, variables['params'])
+  params['bn']['scale'] = jnp.full_like(params['bn']['scale'], 0.7)
+  for name in ('theta', 'phi', 'g', 'out'):
+    params[name]['conv']['bias'] = _normal(params[name]['conv']['bias'].shape, seed=3)
+  y = block.apply({**variables, 'params': params}, x)
+
+  def lin(name, v):
+    p = params[name]['conv']
+    return v @ np.asarray(p['kernel']).reshape(p['kernel'].shape[-2:]) + np.asarray(p['bias'])
+
+  xn = np.asarray(x)
+  pooled = xn.reshape(2, 2, 2, 2, 2, 2, 6).max(axis=(3, 5))
+  theta = lin('theta', xn).reshape(2, -1, 3)
+  phi = lin('phi', pooled).reshape(2, -1, 3)
+  g = lin('g', pooled).reshape(2, -1, 3)
+  a = np.einsum('nqd,nkd->nqk', theta, phi) / np.sqrt(3)
+  a = np.exp(a - a.max(-1, keepdims=True))
+  a /= a.sum(-1, keepdims=True)
+  z = lin('out', np.einsum('nqk,nkd->nqd', a, g).reshape(2, 2, 4, 4, 3))
+  expected = xn + z * 0.7 / np.sqrt(1 + 1e-5)
+  np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)

@@ -24,6 +24,18 @@ def input_config() -> ml_collections.ConfigDict:
       'std': (0.225, 0.225, 0.225),
       'batch_size': 1024,  # global, over all processes
       'eval_batch_size': 64,  # global, in videos
+      # Added by the data pipeline (avsf_jax/input/pipeline.py).
+      'frame_short_side': 320,  # short side of the stored JPEG frames (picks the prepared copy)
+      'keep_no_audio': True,  # videos without audio: kept with has_audio=0 (False: skipped)
+      'target_fps': 30.0,  # a clip spans T * tau frames at this rate, whatever the video's fps
+      'flip': True,
+      'min_negative_shift': 0.5,  # seconds between a clip's audio and its hard negative
+      'spec_augment': False,
+      'spec_augment_time_masks': 2,
+      'spec_augment_time_width': 16,
+      'spec_augment_freq_masks': 2,
+      'spec_augment_freq_width': 8,
+      'prefetch': 2,  # batches
     }
   )
 

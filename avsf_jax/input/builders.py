@@ -1,0 +1,308 @@
+"""TFDS builders (manual_dir) for the video datasets, all sharing one preparation path.
+
+Every builder reads its annotations into records (`annotations.py`), decodes them in a pool of
+worker processes (`prepare.py`, PyAV), and stores 16 kHz mono int16 audio and metadata as TFDS
+examples in ArrayRecord files. The JPEG frames go, one record per frame, into an uncompressed
+ArrayRecord file per split next to them (`frames-<split>.array_record`); an example holds the
+index of its first frame there (`frame_offset`), so the pipeline reads only the sampled frames
+of a clip, not the whole video.
+Files that cannot become an aligned example are listed with their reason in `skipped.jsonl`
+next to the prepared data.
+"""
+
+import concurrent.futures
+import dataclasses
+import json
+import multiprocessing
+import os
+import pathlib
+import sys
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from array_record.python import array_record_module
+
+from avsf_jax.input import annotations, media, prepare, synthetic
+
+DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / 'data'
+SKIPPED_FILENAME = 'skipped.jsonl'
+
+
+def frames_path(data_dir: str, split: str) -> str:
+  """The per-frame JPEG store of one split."""
+  return os.path.join(data_dir, f'frames-{split}.array_record')
+
+
+@dataclasses.dataclass(eq=False)
+class VideoConfig(tfds.core.BuilderConfig):
+  """Storage options; the config name records them (`ss320`, `ss320_audio`)."""
+
+  short_side: int = media.DEFAULT_SHORT_SIDE
+  keep_no_audio: bool = True
+
+
+def video_config(
+  short_side: int = media.DEFAULT_SHORT_SIDE, keep_no_audio: bool = True
+) -> VideoConfig:
+  name = f'ss{short_side}' + ('' if keep_no_audio else '_audio')
+  return VideoConfig(name=name, short_side=short_side, keep_no_audio=keep_no_audio)
+
+
+def _common_features() -> dict:
+  return {
+    'frame_offset': np.int64,  # index of frame 0 in `frames_path(data_dir, split)`
+    'audio': tfds.features.Tensor(
+      shape=(None,), dtype=np.int16, encoding=tfds.features.Encoding.BYTES
+    ),
+    'fps': np.float32,
+    'duration': np.float32,
+    'num_frames': np.int32,
+    'height': np.int32,
+    'width': np.int32,
+    'has_audio': np.bool_,
+    'path': tfds.features.Text(),
+    'video_id': tfds.features.Text(),
+  }
+
+
+class VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Base: subclasses define `name`, `class_names()`, `_records(manual_dir)` and, for labels
+  other than one class per example, `_label_features()`."""
+
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+    '1.1.0': 'JPEG frames in a per-frame store; examples hold `frame_offset`.',
+    '1.0.0': 'Frames inside the example records.',
+  }
+  BUILDER_CONFIGS = [video_config()]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = 'See docs/data.md for the expected layout of manual_dir.'
+  multi_label = False
+  # No downloads: skips TFDS's checksum-file lookup, which needs the optional
+  # `importlib_resources` package for builders defined outside tensorflow_datasets.
+  url_infos = None
+
+  def __init__(self, *, num_workers: int | None = None, **kwargs):
+    kwargs.setdefault('file_format', 'array_record')
+    super().__init__(**kwargs)
+    self.num_workers = num_workers or os.cpu_count() or 1
+    self.skipped: list[dict] = []
+    self.prepared = 0
+
+  def _label_features(self) -> dict:
+    return {'label': tfds.features.ClassLabel(names=self.class_names())}
+
+  def read_class_names(self, manual_dir: str):
+    """Class names shipped with the annotations (None when the class list lives in `data/`)."""
+    del manual_dir
+
+  def make_raw_files(self, manual_dir: str) -> None:
+    """Creates the raw files in `manual_dir` where the dataset can make them (synthetic only)."""
+    del manual_dir
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+      features=tfds.features.FeaturesDict({**_common_features(), **self._label_features()}),
+      supervised_keys=None,
+    )
+
+  def _split_generators(self, dl_manager):
+    splits = self._records(str(dl_manager.manual_dir))
+    return {split: self._generate_examples(records, split) for split, records in splits.items()}
+
+  def _generate_examples(self, records, split):
+    config = self.builder_config
+    args = (config.short_side, media.DEFAULT_SAMPLE_RATE, config.keep_no_audio)
+    context = multiprocessing.get_context('spawn')
+    workers = min(self.num_workers, max(1, len(records)))
+    # TFDS points `data_dir` at its temporary build folder here, renamed when the build succeeds.
+    frames = array_record_module.ArrayRecordWriter(
+      frames_path(self.data_dir, split), 'group_size:1,uncompressed'
+    )
+    count = 0
+    try:
+      with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = [pool.submit(prepare.prepare_record, r, *args) for r in records]
+        for future in futures:
+          key, example, skip = future.result()
+          if skip is not None:
+            self.skipped.append(skip)
+            continue
+          example['frame_offset'] = np.int64(count)
+          for jpeg in example.pop('frames'):
+            frames.write(jpeg)
+          count += int(example['num_frames'])
+          self.prepared += 1
+          yield key, example
+    finally:
+      frames.close()
+
+  def write_skipped(self) -> str:
+    """Writes `skipped.jsonl` (one JSON object per skipped file) next to the prepared data."""
+    path = os.path.join(self.data_dir, SKIPPED_FILENAME)
+    with tf.io.gfile.GFile(path, 'w') as f:
+      for entry in self.skipped:
+        f.write(json.dumps(entry) + '\n')
+    return path
+
+
+class Kinetics400(VideoBuilder, skip_registration=True):
+  """Kinetics-400 from the official CSVs and a Kinetics-downloader folder (trimmed or not)."""
+
+  name = 'kinetics400'
+  class_file = 'kinetics400_classes.txt'
+
+  def class_names(self):
+    path = DATA_DIR / self.class_file
+    if not path.exists():
+      raise FileNotFoundError(
+        f'{path}: class list missing; write one class per line (e.g. '
+        '`tail -n +2 train.csv | cut -d, -f1 | sort -u`)'
+      )
+    return annotations.read_class_list(str(path))
+
+  def _records(self, manual_dir):
+    return annotations.kinetics_records(manual_dir, self.class_names())
+
+
+class Kinetics600(Kinetics400, skip_registration=True):
+  name = 'kinetics600'
+  class_file = 'kinetics600_classes.txt'
+
+
+class KineticsSounds(Kinetics400, skip_registration=True):
+  """The 32 Kinetics-400 classes of paper 000 appendix B, cut from the Kinetics-400 CSVs."""
+
+  name = 'kinetics_sounds'
+  class_file = 'kinetics_sounds_classes.txt'
+
+
+class SyntheticAv(Kinetics400, skip_registration=True):
+  """The embedded dataset: generated as mp4 into manual_dir (if absent), then as Kinetics."""
+
+  name = 'synthetic_av'
+  seed = 0
+  clips_per_class = synthetic.SPLITS
+
+  def class_names(self):
+    return list(synthetic.CLASS_NAMES)
+
+  def make_raw_files(self, manual_dir: str) -> None:
+    if os.path.exists(os.path.join(manual_dir, 'train.csv')):
+      return
+    print(f'synthetic_av: generating mp4 files in {manual_dir}', file=sys.stderr)
+    context = multiprocessing.get_context('spawn')
+    with concurrent.futures.ProcessPoolExecutor(self.num_workers, mp_context=context) as pool:
+      synthetic.generate(manual_dir, self.seed, pool, self.clips_per_class)
+
+
+CLASS_NAMES_FILENAME = 'class_names.json'
+
+
+def _stored_class_names(builder: VideoBuilder):
+  path = os.path.join(builder.data_dir, CLASS_NAMES_FILENAME)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+class Charades(VideoBuilder, skip_registration=True):
+  """Charades v1: multi-label (157 classes) with action segments."""
+
+  name = 'charades'
+  multi_label = True
+  num_classes = 157
+
+  def class_names(self):
+    """From `Charades_v1_classes.txt` as copied at build time; `c000`.. before that."""
+    return _stored_class_names(self) or [f'c{i:03d}' for i in range(self.num_classes)]
+
+  def read_class_names(self, manual_dir):
+    return annotations.charades_class_names(manual_dir)
+
+  def _label_features(self):
+    label = tfds.features.ClassLabel(num_classes=self.num_classes)
+    return {
+      'labels': tfds.features.Sequence(label),
+      'segments': tfds.features.Sequence(
+        {
+          'label': tfds.features.ClassLabel(num_classes=self.num_classes),
+          'start': np.float32,
+          'end': np.float32,
+        }
+      ),
+    }
+
+  def _records(self, manual_dir):
+    return annotations.charades_records(manual_dir)
+
+
+class EpicKitchens(VideoBuilder, skip_registration=True):
+  """EPIC-KITCHENS-100 action segments with verb (97) and noun (300) labels."""
+
+  name = 'epic_kitchens'
+  num_verbs, num_nouns = 97, 300
+
+  def class_names(self):
+    """From `EPIC_100_{verb,noun}_classes.csv` as copied at build time; `verb_0`.. before."""
+    return _stored_class_names(self) or {
+      'verb': [f'verb_{i}' for i in range(self.num_verbs)],
+      'noun': [f'noun_{i}' for i in range(self.num_nouns)],
+    }
+
+  def read_class_names(self, manual_dir):
+    return annotations.epic_class_names(manual_dir)
+
+  def _label_features(self):
+    return {
+      'label_verb': tfds.features.ClassLabel(num_classes=self.num_verbs),
+      'label_noun': tfds.features.ClassLabel(num_classes=self.num_nouns),
+    }
+
+  def _records(self, manual_dir):
+    return annotations.epic_records(manual_dir)
+
+
+BUILDERS = {
+  cls.name: cls
+  for cls in (Kinetics400, Kinetics600, KineticsSounds, SyntheticAv, Charades, EpicKitchens)
+}
+
+
+def get_builder(
+  name: str,
+  data_dir: str,
+  *,
+  short_side: int = media.DEFAULT_SHORT_SIDE,
+  keep_no_audio: bool = True,
+  **kwargs,
+) -> VideoBuilder:
+  if name not in BUILDERS:
+    raise ValueError(f'unknown dataset {name!r}; one of {sorted(BUILDERS)}')
+  cls = BUILDERS[name]
+  config = video_config(short_side, keep_no_audio)
+  if any(c.name == config.name for c in cls.BUILDER_CONFIGS):
+    config = config.name  # TFDS wants the name of a predefined config, not an equal copy
+  return cls(data_dir=data_dir, config=config, **kwargs)
+
+
+def is_prepared(builder: VideoBuilder) -> bool:
+  return tf.io.gfile.exists(os.path.join(builder.data_dir, 'dataset_info.json'))
+
+
+def build(builder: VideoBuilder, manual_dir: str) -> str:
+  """Prepares the dataset from `manual_dir`; returns the path of `skipped.jsonl`.
+
+  A dataset that is already prepared is left as it is (its `skipped.jsonl` included).
+  """
+  if is_prepared(builder):
+    return os.path.join(builder.data_dir, SKIPPED_FILENAME)
+  builder.make_raw_files(manual_dir)
+  download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+  builder.download_and_prepare(download_config=download_config)
+  names = builder.read_class_names(manual_dir)
+  if names:
+    with tf.io.gfile.GFile(os.path.join(builder.data_dir, CLASS_NAMES_FILENAME), 'w') as f:
+      json.dump(names, f)
+  return builder.write_skipped()

@@ -1,0 +1,153 @@
+"""The embedded `synthetic_av` dataset: deterministic mp4 files laid out like Kinetics.
+
+Each class is a (colour, motion direction, sound pitch) triple, 3 x 2 x 2 = 12 classes. A
+coloured square drifts left or right over a noisy background while a tone plays: pairs of
+classes differ only in sound (a visual-only model can reach at most 50%), only in motion
+direction (a single frame cannot tell them apart, so a model without temporal modelling is capped
+at 50% too), or only in appearance. Start positions, speeds, frame rates (24/25/30 fps), audio
+sample rates (22.05/44.1/48 kHz) and channel counts (1/2) vary per clip. The files are written
+as H.264 + AAC and then prepared exactly like Kinetics (CSV + `<split>/<label>/<id>_<s>_<e>.mp4`).
+No TensorFlow here: generation runs in worker processes.
+"""
+
+import csv
+import fractions
+import os
+
+import av
+import numpy as np
+
+COLOURS = {'red': (220, 40, 40), 'green': (40, 200, 60), 'blue': (50, 80, 230)}
+DIRECTIONS = {'left': -1.0, 'right': 1.0}
+PITCHES = {'low': 330.0, 'high': 1320.0}
+CLASS_NAMES = tuple(f'{c}_{d}_{p}' for c in COLOURS for d in DIRECTIONS for p in PITCHES)
+SPLITS = {'train': 20, 'validate': 5}  # clips per class
+WIDTH, HEIGHT, DURATION_S = 112, 80, 2.5
+_FRAME_RATES = (24, 25, 30)
+_SAMPLE_RATES = (22050, 44100, 48000)
+
+
+def write_video(
+  path: str,
+  frames: np.ndarray,
+  fps: int,
+  audio: np.ndarray | None = None,
+  sample_rate: int = 44100,
+  *,
+  video_start_s: float = 0.0,
+  audio_start_s: float = 0.0,
+  rotation: int = 0,
+  gop: int | None = None,
+  faststart: bool = False,
+) -> None:
+  """Writes uint8 frames (N, H, W, 3) and float audio (channels, samples) as H.264 + AAC.
+
+  `video_start_s` / `audio_start_s` give the streams non-zero start times; `rotation` writes
+  a display-matrix rotation (degrees counter-clockwise) as phones do.
+  """
+  options = {'movflags': '+faststart'} if faststart else {}
+  with av.open(str(path), 'w', options=options) as container:
+    vstream = container.add_stream('libx264', rate=fps)
+    vstream.width, vstream.height = frames.shape[2], frames.shape[1]
+    vstream.pix_fmt = 'yuv420p'
+    vstream.options = {'preset': 'veryfast', **({'g': str(gop)} if gop else {})}
+    if rotation:
+      vstream.set_display_rotation(rotation)
+    astream = None
+    if audio is not None:
+      layout = {1: 'mono', 2: 'stereo', 6: '5.1'}[audio.shape[0]]
+      astream = container.add_stream('aac', rate=sample_rate, layout=layout)
+    offset = int(round(video_start_s * fps))
+    for i, image in enumerate(frames):
+      frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format='rgb24')
+      frame.pts = i + offset
+      frame.time_base = fractions.Fraction(1, fps)
+      for packet in vstream.encode(frame):
+        container.mux(packet)
+    for packet in vstream.encode():
+      container.mux(packet)
+    if astream is not None:
+      chunk = 1024
+      a_offset = int(round(audio_start_s * sample_rate))
+      planar = np.ascontiguousarray(audio.astype(np.float32))
+      for begin in range(0, planar.shape[1], chunk):
+        piece = np.ascontiguousarray(planar[:, begin : begin + chunk])
+        frame = av.AudioFrame.from_ndarray(piece, format='fltp', layout=astream.layout.name)
+        frame.sample_rate = sample_rate
+        frame.pts = a_offset + begin
+        frame.time_base = fractions.Fraction(1, sample_rate)
+        for packet in astream.encode(frame):
+          container.mux(packet)
+      for packet in astream.encode():
+        container.mux(packet)
+
+
+def clip_media(class_name: str, seed: int) -> tuple[np.ndarray, int, np.ndarray, int]:
+  """The frames, fps, audio (channels, samples) and sample rate of one synthetic clip."""
+  colour, direction, pitch = class_name.split('_')
+  rng = np.random.default_rng(seed)
+  fps = int(rng.choice(_FRAME_RATES))
+  sample_rate = int(rng.choice(_SAMPLE_RATES))
+  channels = int(rng.integers(1, 3))
+  num_frames = int(round(DURATION_S * fps))
+  side = int(rng.integers(14, 22))
+  speed = float(rng.uniform(30.0, 50.0)) * DIRECTIONS[direction]  # pixels per second
+  x0, y0 = rng.uniform(0, WIDTH), rng.uniform(0, HEIGHT - side)
+  background = rng.integers(60, 110, size=(HEIGHT // 8, WIDTH // 8, 3), dtype=np.uint8)
+  background = np.kron(background, np.ones((8, 8, 1), np.uint8))
+  frames = np.empty((num_frames, HEIGHT, WIDTH, 3), np.uint8)
+  columns = np.arange(WIDTH)
+  for i in range(num_frames):
+    frame = background.copy()
+    left = (x0 + speed * i / fps) % WIDTH
+    mask = ((columns - left) % WIDTH) < side
+    frame[int(y0) : int(y0) + side, mask] = COLOURS[colour]
+    frames[i] = frame
+  t = np.arange(int(round(DURATION_S * sample_rate))) / sample_rate
+  envelope = 0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(2.0, 5.0) * t + rng.uniform(0, 6.3))
+  tone = 0.3 * envelope * np.sin(2 * np.pi * PITCHES[pitch] * rng.uniform(0.95, 1.05) * t)
+  noise = 0.02 * rng.standard_normal((channels, t.size))
+  audio = (tone[None] + noise).astype(np.float32)
+  return frames, fps, audio, sample_rate
+
+
+def _clip_job(args: tuple[str, str, int]) -> None:
+  path, class_name, seed = args
+  frames, fps, audio, sample_rate = clip_media(class_name, seed)
+  write_video(path, frames, fps, audio, sample_rate)
+
+
+def generate(
+  manual_dir: str, seed: int = 0, executor=None, clips_per_class: dict | None = None
+) -> int:
+  """Writes the raw dataset (CSVs + mp4s) under `manual_dir`; returns the number of clips.
+
+  Deterministic in `seed`: every clip's content is a function of (seed, split, class, index).
+  `executor` (a `concurrent.futures.Executor`) spreads the encoding over processes;
+  `clips_per_class` ({'train': n, 'validate': m}) defaults to `SPLITS`.
+  """
+  jobs = []
+  end = int(np.ceil(DURATION_S))
+  for split_number, (split, per_class) in enumerate((clips_per_class or SPLITS).items()):
+    rows = []
+    for class_number, name in enumerate(CLASS_NAMES):
+      folder = os.path.join(manual_dir, split, name)
+      os.makedirs(folder, exist_ok=True)
+      for i in range(per_class):
+        clip_seed = int(
+          np.random.SeedSequence([seed, split_number, class_number, i]).generate_state(1)[0]
+        )
+        youtube_id = f'syn{split_number}{class_number:02d}{i:03d}'
+        path = os.path.join(folder, f'{youtube_id}_{0:06d}_{end:06d}.mp4')
+        rows.append((name, youtube_id, 0, end, split if split != 'validate' else 'val'))
+        jobs.append((path, name, clip_seed))
+    with open(os.path.join(manual_dir, f'{split}.csv'), 'w', newline='') as f:
+      writer = csv.writer(f)
+      writer.writerow(('label', 'youtube_id', 'time_start', 'time_end', 'split'))
+      writer.writerows(rows)
+  if executor is None:
+    for job in jobs:
+      _clip_job(job)
+  else:
+    list(executor.map(_clip_job, jobs, chunksize=8))
+  return len(jobs)

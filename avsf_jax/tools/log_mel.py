@@ -1,0 +1,40 @@
+r"""Decodes any audio or video file and writes its unnormalised (frames, 80) log-mel as .npy.
+
+  python -m avsf_jax.tools.log_mel --input=clip.mp4 --output=clip.npy
+
+Same code path as the input pipeline: PyAV decoding, channels averaged, resampled to 16 kHz
+(`input/media.py`), then the TensorFlow log-mel of SPEC section 4 (`input/audio.py`) over the
+whole file, not resampled to a fixed number of frames and not normalised.
+"""
+
+import numpy as np
+from absl import app, flags
+
+from avsf_jax.input import config as input_config
+
+_INPUT = flags.DEFINE_string('input', None, 'Audio or video file.')
+_OUTPUT = flags.DEFINE_string('output', None, 'Output .npy file.')
+
+
+def compute(path: str, audio_config=None) -> np.ndarray:
+  """(frames, num_mel_bins) float32 natural-log mel spectrogram of the file's first audio stream."""
+  from avsf_jax.input import audio, media, pipeline
+
+  pipeline.hide_accelerators_from_tf()
+  audio_config = audio_config or input_config.audio_config()
+  samples = media.decode_audio(path, audio_config.sample_rate)
+  # The pipeline reads int16 storage; quantise the same way so both give identical numbers.
+  quantised = np.clip(np.round(samples * 32767.0), -32768, 32767) / 32768.0
+  return audio.log_mel(quantised.astype(np.float32), audio_config).numpy()
+
+
+def main(argv):
+  del argv
+  spectrogram = compute(_INPUT.value)
+  np.save(_OUTPUT.value, spectrogram)
+  print(f'{_OUTPUT.value}: {spectrogram.shape[0]} frames x {spectrogram.shape[1]} mel bins')
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['input', 'output'])
+  app.run(main)

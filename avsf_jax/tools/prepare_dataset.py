@@ -1,0 +1,94 @@
+r"""Raw videos + annotations -> a prepared TFDS dataset, with a report of every skipped file.
+
+  python -m avsf_jax.tools.prepare_dataset --dataset=kinetics400 \
+      --manual_dir=/data/kinetics400 --data_dir=~/tensorflow_datasets
+  python -m avsf_jax.tools.prepare_dataset --dataset=synthetic_av --manual_dir=/tmp/syn --data_dir=DIR
+
+Decodes with PyAV in one worker process per core and stores JPEG frames at short side
+`--short_side` (never upscaled) at the native frame rate, 16 kHz mono int16 audio and metadata.
+Files that do not become examples are listed, with the reason, in `skipped.jsonl` next to the
+prepared data. `synthetic_av` writes its mp4 files into `--manual_dir` first if it is empty.
+"""
+
+import collections
+import json
+import os
+
+from absl import app, flags
+
+_DATASET = flags.DEFINE_string(
+  'dataset',
+  None,
+  'kinetics400, kinetics600, kinetics_sounds, charades, epic_kitchens, synthetic_av.',
+)
+_MANUAL_DIR = flags.DEFINE_string(
+  'manual_dir', None, 'Folder with the raw videos and annotation files.'
+)
+_DATA_DIR = flags.DEFINE_string(
+  'data_dir', None, 'Output root (default: $AVSF_DATA_DIR or ~/.cache/avsf_jax/datasets).'
+)
+_SHORT_SIDE = flags.DEFINE_integer('short_side', 320, 'Short side of the stored frames (pixels).')
+_SKIP_NO_AUDIO = flags.DEFINE_bool(
+  'skip_no_audio', False, 'Skip videos without audio instead of keeping them silent.'
+)
+_WORKERS = flags.DEFINE_integer('num_workers', None, 'Decoding processes (default: all cores).')
+
+
+def prepare(
+  dataset: str,
+  manual_dir: str,
+  data_dir: str,
+  *,
+  short_side: int = 320,
+  skip_no_audio: bool = False,
+  num_workers=None,
+) -> dict:
+  """Builds the dataset (unless already prepared); returns a summary dict: already_prepared,
+  prepared, skipped, by_reason, skipped_file, data_dir."""
+  from avsf_jax.input import builders, pipeline
+
+  pipeline.hide_accelerators_from_tf()
+  builder = builders.get_builder(
+    dataset,
+    os.path.expanduser(data_dir),
+    short_side=short_side,
+    keep_no_audio=not skip_no_audio,
+    num_workers=num_workers,
+  )
+  already = builders.is_prepared(builder)
+  skipped_file = builders.build(builder, os.path.expanduser(manual_dir))
+  return {
+    'already_prepared': already,
+    'prepared': builder.prepared,
+    'skipped': len(builder.skipped),
+    'by_reason': dict(collections.Counter(s['reason'] for s in builder.skipped)),
+    'skipped_file': skipped_file,
+    'data_dir': builder.data_dir,
+  }
+
+
+def main(argv):
+  del argv
+  from avsf_jax.input import pipeline
+
+  summary = prepare(
+    _DATASET.value,
+    _MANUAL_DIR.value,
+    _DATA_DIR.value or pipeline.default_data_dir(),
+    short_side=_SHORT_SIDE.value,
+    skip_no_audio=_SKIP_NO_AUDIO.value,
+    num_workers=_WORKERS.value,
+  )
+  if summary['already_prepared']:
+    print(f'{summary["data_dir"]} is already prepared; delete it to rebuild')
+    return
+  if summary['skipped']:
+    print('skipped by reason: ' + json.dumps(summary['by_reason']))
+  print(
+    f'{summary["prepared"]} prepared, {summary["skipped"]} skipped (see {summary["skipped_file"]})'
+  )
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['dataset', 'manual_dir'])
+  app.run(main)

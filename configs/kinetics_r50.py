@@ -2,7 +2,8 @@ r"""Kinetics-400, ResNet-50: AVSlowFast and its baselines (paper 000 Tables 2, 5
 
 Variants (`--config=configs/kinetics_r50.py:VARIANT`):
   avslowfast_4x16 (default), avslowfast_8x8, slowfast_4x16, slowfast_8x8,
-  slow_only_4x16, fast_only_4x16, audio_only
+  slow_only_4x16, fast_only_4x16, audio_only,
+  avslowfast_8x8_ptv (PyTorchVideo's `create_audio_visual_slowfast` layout, for its weights)
 
   python -m avsf_jax.main --config=configs/kinetics_r50.py --workdir=/tmp/avsf_r50
   python -m avsf_jax.tools.model_stats --config=configs/kinetics_r50.py:slowfast_4x16
@@ -20,6 +21,7 @@ VARIANTS = (
   'slow_only_4x16',
   'fast_only_4x16',
   'audio_only',
+  'avslowfast_8x8_ptv',
 )
 
 

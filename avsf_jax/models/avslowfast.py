@@ -56,6 +56,8 @@ class AVSlowFast(nn.Module):
     audio_width_ratio: beta_A, Audio channels relative to Slow (1/2 -> stem 32).
     audio_block: 'v1' (released code: parallel 3x1 / 1x3 on the block input, concatenated)
       or 'v2' (PyTorchVideo: 1x1 reduce, parallel 3x1 / 1x3 summed) for res2 and res3.
+    audio_time_stride_in_a: put the audio blocks' time stride on their first 1x1 conv
+      instead of the 3x3 (PyTorchVideo does; the paper's Table 1 strides the 3x3).
     audio_fusion: 'a_fs', 'a_f_s' or 'av_nonlocal'.
     audio_fusion_junctions: where audio joins the visual pathways, a subset of JUNCTIONS.
     audio_fusion_kernel: temporal kernel of the A->FS / A->F->S convs.
@@ -96,6 +98,7 @@ class AVSlowFast(nn.Module):
   temporal_kernel_blocks: Sequence[int] = (3, 4, 6, 3)
   audio_width_ratio: float = 0.5
   audio_block: str = 'v1'
+  audio_time_stride_in_a: bool = False
   audio_fusion: str = 'a_fs'
   audio_fusion_junctions: Sequence[str] = ('res3', 'res4')
   audio_fusion_kernel: int = 5
@@ -195,6 +198,7 @@ class AVSlowFast(nn.Module):
         conv=conv,
         norm=norm,
         transform=AUDIO_BLOCKS[self.audio_block] if index < 2 else 'standard',
+        time_stride_in_a=self.audio_time_stride_in_a,
         name=name,
       )
     kernels = self.slow_temporal_kernels if pathway == 'slow' else self.fast_temporal_kernels

@@ -24,6 +24,7 @@ PRESETS = (
   'avslowfast_4x16',
   'avslowfast_8x8',
   'avslowfast_16x8',
+  'avslowfast_8x8_ptv',
   'slowfast_4x16',
   'slowfast_8x8',
   'slowfast_16x8',
@@ -59,6 +60,7 @@ def default_model_config() -> ml_collections.ConfigDict:
       'temporal_kernel_blocks': (3, 4, 6, 3),
       'audio_width_ratio': 0.5,
       'audio_block': 'v1',
+      'audio_time_stride_in_a': False,
       'audio_fusion': 'a_fs',
       'audio_fusion_junctions': ('res3', 'res4'),
       'audio_fusion_kernel': 5,
@@ -90,6 +92,21 @@ def model_config(preset: str, depth: int = 50) -> ml_collections.ConfigDict:
   config = default_model_config()
   config.depth = depth
   _, _, config.alpha, config.fusion_kernel = clip_of(preset)
+  if preset.endswith('_ptv'):
+    # PyTorchVideo's `create_audio_visual_slowfast`: Fast->Slow and Audio->SlowFast at all four
+    # junctions, the "v2" audio block with time strides on its 1x1 convs, fusion inner
+    # width 1/4 of the audio width, its
+    # fixed-window head, and no AVS projections (it has none).
+    config.lateral_junctions = JUNCTIONS
+    config.audio_fusion_junctions = JUNCTIONS
+    config.audio_block = 'v2'
+    config.audio_time_stride_in_a = True
+    config.audio_fusion_inner = 0
+    config.audio_fusion_inner_ratio = 0.25
+    config.avs_junctions = ()
+    config.head_pooling = 'window'
+    config.temporal_kernel_blocks = resnet.STAGE_DEPTHS[depth]
+    return config
   if preset.startswith('avslowfast'):
     # Paper 000's R101 figure (129 GFLOPs for 8x8) needs temporal kernels in every res4
     # block; SlowFast R101's (106) needs PySlowFast's 6 of 23. See docs/models.md.

@@ -26,13 +26,16 @@ class Bottleneck(nn.Module):
   `transform` picks the b layer:
     - 'standard': one `kernel_b` conv with `strides` (the visual pathways; audio res4/res5).
     - 'factorized_sum': PyTorchVideo's acoustic block ("v2"): after the 1x1 reduction, a
-      3x1 (time) and a 1x3 (frequency) conv run in parallel and are summed.
+      3x1 (time) and a 1x3 (frequency) conv, each with its own BN and ReLU, run in parallel
+      and are summed.
     - 'factorized_concat': the released AVSlowFast audio block ("v1"): a 3x1 (time) and a
       1x3 (frequency) conv run in parallel on the block input, each to the inner width
       (paper 000 Table 1: "[3x1, 1x3], 32"), and are concatenated; a 1x1 conv to the output
       width follows. There is no separate reduction layer: two layers in the residual branch.
-  The spatial (or time-frequency) stride sits on the b layer; the last BN's scale starts at
-  zero so each block starts as the identity.
+  The spatial (or time-frequency) stride sits on the b layer, except that with
+  `time_stride_in_a` the stride along the first (time) axis moves to the a layer
+  (PyTorchVideo's convention); the last BN's scale starts at zero so each block starts as
+  the identity.
   """
 
   features: int
@@ -43,12 +46,17 @@ class Bottleneck(nn.Module):
   conv: ModuleDef
   norm: ModuleDef
   transform: str = 'standard'
+  time_stride_in_a: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.transform not in TRANSFORMS:
       raise ValueError(f'Bottleneck.transform={self.transform!r}; expected one of {TRANSFORMS}')
     strides = tuple(self.strides)
+    ones = (1,) * len(strides)
+    stride_a, stride_b = ones, strides
+    if self.time_stride_in_a and self.transform != 'factorized_concat':
+      stride_a, stride_b = (strides[0], *ones[1:]), (1, *strides[1:])
     if self.transform == 'factorized_concat':
       time_kernel, freq_kernel = _factorized_kernels(len(self.kernel_b))
       y = jnp.concatenate(
@@ -60,22 +68,24 @@ class Bottleneck(nn.Module):
       )
       y = nn.relu(self.norm(name='bn_a')(y))
     else:
-      y = self.conv(self.inner, self.kernel_a, name='conv_a')(x)
+      y = self.conv(self.inner, self.kernel_a, stride_a, name='conv_a')(x)
       y = nn.relu(self.norm(name='bn_a')(y))
       if self.transform == 'standard':
-        y = self.conv(self.inner, self.kernel_b, strides, name='conv_b')(y)
+        y = self.conv(self.inner, self.kernel_b, stride_b, name='conv_b')(y)
+        y = nn.relu(self.norm(name='bn_b')(y))
       else:
         time_kernel, freq_kernel = _factorized_kernels(len(self.kernel_b))
-        y = self.conv(self.inner, time_kernel, strides, name='conv_b_time')(y) + self.conv(
-          self.inner, freq_kernel, strides, name='conv_b_freq'
-        )(y)
-      y = nn.relu(self.norm(name='bn_b')(y))
-    y = self.conv(self.features, (1,) * len(strides), name='conv_c')(y)
+        branches = []
+        for axis, kernel in (('time', time_kernel), ('freq', freq_kernel)):
+          b = self.conv(self.inner, kernel, stride_b, name=f'conv_b_{axis}')(y)
+          branches.append(nn.relu(self.norm(name=f'bn_b_{axis}')(b)))
+        y = branches[0] + branches[1]
+    y = self.conv(self.features, ones, name='conv_c')(y)
     y = self.norm(name='bn_c', scale_init=nn.initializers.zeros)(y)
 
     shortcut = x
     if x.shape[-1] != self.features or any(s != 1 for s in strides):
-      shortcut = self.conv(self.features, (1,) * len(strides), strides, name='shortcut')(x)
+      shortcut = self.conv(self.features, ones, strides, name='shortcut')(x)
       shortcut = self.norm(name='shortcut_bn')(shortcut)
     return nn.relu(y + shortcut)
 
@@ -107,6 +117,7 @@ class Stage(nn.Module):
   conv: ModuleDef
   norm: ModuleDef
   transform: str = 'standard'
+  time_stride_in_a: bool = False
   temporal_blocks: int | None = None
   nonlocal_after: Sequence[int] = ()
   nonlocal_pool: Sequence[int] = (1, 2, 2)
@@ -124,6 +135,7 @@ class Stage(nn.Module):
         conv=self.conv,
         norm=self.norm,
         transform=self.transform,
+        time_stride_in_a=self.time_stride_in_a,
         name=f'block{i}',
       )(x)
       if i in self.nonlocal_after:

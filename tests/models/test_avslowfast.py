@@ -144,6 +144,7 @@ CONFIG_VARIANTS = [
   'configs/kinetics_r50.py:slow_only_4x16',
   'configs/kinetics_r50.py:fast_only_4x16',
   'configs/kinetics_r50.py:audio_only',
+  'configs/kinetics_r50.py:avslowfast_8x8_ptv',
   'configs/kinetics_r101.py:avslowfast_8x8',
   'configs/kinetics_r101.py:slowfast_8x8',
   'configs/kinetics_r101.py:slowfast_16x8',

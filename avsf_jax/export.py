@@ -1,0 +1,206 @@
+r"""Evaluation-ready exports (SPEC section 7) and the small loader that reads them.
+
+An export directory holds:
+  variables/        params + batch statistics (an orbax checkpoint)
+  metadata.json     the model config, class names, input spec and preprocessing constants
+  predict.jaxexport the inference function `(variables, batch) -> logits`, serialized with
+                    `jax.export` for CPU, CUDA and TPU, with a symbolic batch size
+
+`load(EXPORT_DIR)` needs none of the model or training code: it restores the variables and
+deserializes the function. Writing is atomic (a temporary directory renamed into place), an
+existing export is never overwritten without `overwrite=True`, and non-finite variables are
+refused.
+
+  python -m avsf_jax.export --workdir=DIR --output=EXPORT_DIR [--overwrite]
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+FORMAT = 'avsf_jax.export'
+VERSION = 1
+PLATFORMS = ('cpu', 'cuda', 'tpu')
+
+
+class ExportError(ValueError):
+  """The export cannot be written or read; the message names the path and the reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportedModel:
+  """A loaded export: `predict(batch)` and everything needed to prepare the batch."""
+
+  metadata: dict[str, Any]
+  variables: Any
+  function: Any  # jax.export.Exported
+
+  @property
+  def class_names(self) -> list[str]:
+    return self.metadata['class_names']
+
+  @property
+  def input_spec(self) -> dict[str, list[int]]:
+    return self.metadata['input_spec']
+
+  def predict(self, batch: Mapping[str, Any]) -> Any:
+    """Logits for `batch`: {name: float32 array (N, *input_spec[name])}."""
+    missing = sorted(set(self.input_spec) - set(batch))
+    if missing:
+      raise ExportError(
+        f'predict: batch lacks {missing}; the export needs {sorted(self.input_spec)}'
+      )
+    inputs = {}
+    for name, shape in self.input_spec.items():
+      value = jnp.asarray(batch[name], jnp.float32)
+      if tuple(value.shape[1:]) != tuple(shape):
+        raise ExportError(
+          f'predict: batch[{name!r}] has shape {tuple(value.shape)}, expected (N, *{tuple(shape)})'
+        )
+      inputs[name] = value
+    return self.function.call(self.variables, inputs)
+
+
+def _check_finite(variables: Any, where: str) -> None:
+  for path, leaf in jax.tree_util.tree_leaves_with_path(variables):
+    if not np.all(np.isfinite(np.asarray(leaf))):
+      raise ExportError(f'{where}: {jax.tree_util.keystr(path)} holds NaN or Inf; not exporting')
+
+
+def write(
+  output_dir: str | os.PathLike,
+  *,
+  apply_fn: Callable[[Any, Mapping[str, jax.Array]], Any],
+  variables: Any,
+  model_config: Mapping[str, Any],
+  class_names: Sequence[str],
+  input_spec: Mapping[str, Sequence[int]],
+  preprocessing: Mapping[str, Any],
+  extra_metadata: Mapping[str, Any] | None = None,
+  overwrite: bool = False,
+  platforms: Sequence[str] = PLATFORMS,
+) -> pathlib.Path:
+  """Writes an export of `apply_fn(variables, batch) -> logits` atomically; returns its path."""
+  output = pathlib.Path(output_dir).absolute()
+  if output.exists() and not overwrite:
+    raise ExportError(f'{output} exists; pass overwrite=True (--overwrite) to replace it')
+  variables = jax.tree_util.tree_map(np.asarray, jax.device_get(variables))
+  _check_finite(variables, str(output))
+
+  batch = jax.export.symbolic_shape('batch')[0]
+  input_specs = {
+    name: jax.ShapeDtypeStruct((batch, *shape), jnp.float32) for name, shape in input_spec.items()
+  }
+  variable_specs = jax.tree_util.tree_map(
+    lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), variables
+  )
+  exported = jax.export.export(jax.jit(apply_fn), platforms=tuple(platforms))(
+    variable_specs, input_specs
+  )
+
+  output.parent.mkdir(parents=True, exist_ok=True)
+  tmp = output.parent / f'.{output.name}.tmp-{uuid.uuid4().hex[:8]}'
+  try:
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp / 'variables', variables)
+    checkpointer.wait_until_finished()
+    (tmp / 'predict.jaxexport').write_bytes(exported.serialize())
+    metadata = {
+      'format': FORMAT,
+      'version': VERSION,
+      'model_config': dict(model_config),
+      'class_names': list(class_names),
+      'input_spec': {k: list(v) for k, v in input_spec.items()},
+      'preprocessing': dict(preprocessing),
+      'platforms': list(platforms),
+      **dict(extra_metadata or {}),
+    }
+    (tmp / 'metadata.json').write_text(json.dumps(metadata, indent=2, sort_keys=True, default=str))
+    if output.exists():
+      trash = output.parent / f'.{output.name}.old-{uuid.uuid4().hex[:8]}'
+      output.rename(trash)
+      tmp.rename(output)
+      shutil.rmtree(trash)
+    else:
+      tmp.rename(output)
+  finally:
+    if tmp.exists():
+      shutil.rmtree(tmp, ignore_errors=True)
+  return output
+
+
+def load(export_dir: str | os.PathLike) -> ExportedModel:
+  """Reads an export written by `write`; needs no model or training code."""
+  path = pathlib.Path(export_dir).absolute()
+  meta_path = path / 'metadata.json'
+  if not meta_path.is_file():
+    raise ExportError(f'{path}: not an avsf_jax export (no metadata.json)')
+  metadata = json.loads(meta_path.read_text())
+  if metadata.get('format') != FORMAT or metadata.get('version') != VERSION:
+    raise ExportError(
+      f'{meta_path}: format {metadata.get("format")!r} v{metadata.get("version")}, '
+      f'expected {FORMAT!r} v{VERSION}'
+    )
+  variables = ocp.StandardCheckpointer().restore(path / 'variables')
+  variables = jax.tree_util.tree_map(np.asarray, variables)
+  function = jax.export.deserialize(bytearray((path / 'predict.jaxexport').read_bytes()))
+  return ExportedModel(metadata=metadata, variables=variables, function=function)
+
+
+def input_spec_of(config: Any) -> dict[str, list[int]]:
+  """Per-example input shapes of a config's model at test time (views of test_crop_size)."""
+  t, alpha, size = config.input.num_frames, config.model.alpha, config.input.test_crop_size
+  spec = {
+    'slow': [t, size, size, 3],
+    'fast': [alpha * t, size, size, 3],
+    'audio': [config.audio.num_frames, config.audio.num_mel_bins, 1],
+  }
+  return {p: spec[p] for p in config.model.pathways}
+
+
+def preprocessing_of(config: Any) -> dict[str, Any]:
+  """The constants a caller needs to turn a video into the export's inputs."""
+  keys = ('num_frames', 'tau', 'alpha', 'mean', 'std', 'test_short_side', 'test_crop_size')
+  out = {f'video_{k}': config.input[k] for k in keys if k in config.input}
+  out.update({f'audio_{k}': v for k, v in config.audio.items()})
+  return out
+
+
+def write_from_config(
+  output_dir: str | os.PathLike,
+  config: Any,
+  variables: Any,
+  class_names: Sequence[str],
+  *,
+  extra_metadata: Mapping[str, Any] | None = None,
+  overwrite: bool = False,
+) -> pathlib.Path:
+  """`write` for the model of a full experiment config (imports the model code)."""
+  from avsf_jax import models  # noqa: PLC0415 - loading an export must not need the models
+
+  model = models.build_model(config.model)
+
+  def apply_fn(variables, batch):
+    return model.apply(variables, batch, train=False)[0]
+
+  return write(
+    output_dir,
+    apply_fn=apply_fn,
+    variables={'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})},
+    model_config=config.model.to_dict(),
+    class_names=class_names,
+    input_spec=input_spec_of(config),
+    preprocessing=preprocessing_of(config),
+    extra_metadata=extra_metadata,
+    overwrite=overwrite,
+  )

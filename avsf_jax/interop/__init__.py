@@ -1,0 +1,1 @@
+"""Foreign checkpoints (PyTorchVideo, PySlowFast, Caffe2) -> our variables."""

@@ -1,0 +1,85 @@
+"""Loading foreign checkpoints without ever executing code from the file.
+
+`.pyth` / `.pt` files go through torch's weights-only unpickler (`torch.load(...,
+weights_only=True)`); `.pkl` (Caffe2 blobs) through an unpickler that admits only numpy
+arrays, numbers, strings and containers. A pickle that asks for anything else is refused.
+"""
+
+import io
+import pickle
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+
+class UnsafeCheckpointError(ValueError):
+  """The file asked the unpickler for a global that is not plain data."""
+
+
+# (module, name) pairs a numpy-array pickle needs; nothing here can run code.
+_SAFE_GLOBALS = {
+  ('numpy.core.multiarray', '_reconstruct'),
+  ('numpy._core.multiarray', '_reconstruct'),
+  ('numpy.core.multiarray', 'scalar'),
+  ('numpy._core.multiarray', 'scalar'),
+  ('numpy', 'ndarray'),
+  ('numpy', 'dtype'),
+  ('collections', 'OrderedDict'),
+  ('builtins', 'bytearray'),
+}
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+  def __init__(self, file, path: str):
+    super().__init__(file, encoding='latin1')
+    self._path = path
+
+  def find_class(self, module: str, name: str) -> Any:
+    if (module, name) in _SAFE_GLOBALS:
+      return super().find_class(module, name)
+    raise UnsafeCheckpointError(
+      f'{self._path}: refusing to load: the pickle asks for {module}.{name}, which is not '
+      'plain data (only numpy arrays, numbers, strings and containers are allowed)'
+    )
+
+
+def load_pickle_blobs(path: str) -> dict[str, np.ndarray]:
+  """A Caffe2 `.pkl` ({'blobs': {name: array}} or {name: array}) as float arrays."""
+  with open(path, 'rb') as f:
+    data = _DataOnlyUnpickler(io.BytesIO(f.read()), path).load()
+  if isinstance(data, Mapping) and 'blobs' in data:
+    data = data['blobs']
+  if not isinstance(data, Mapping):
+    raise ValueError(f'{path}: expected a dict of blobs, got {type(data).__name__}')
+  return {str(k): np.asarray(v) for k, v in data.items() if isinstance(v, np.ndarray | np.generic)}
+
+
+def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
+  """A `.pyth` state dict (bare, or under 'model_state' / 'state_dict') as numpy arrays."""
+  try:
+    import torch  # noqa: PLC0415 - optional dependency, only needed for PyTorch files
+  except ImportError as e:
+    raise ImportError(f'{path}: reading PyTorch checkpoints needs `pip install torch`') from e
+  try:
+    data = torch.load(path, map_location='cpu', weights_only=True)
+  except pickle.UnpicklingError as e:
+    raise UnsafeCheckpointError(f'{path}: refusing to load: {e}') from e
+  for key in ('model_state', 'state_dict', 'model'):
+    if isinstance(data, Mapping) and key in data and isinstance(data[key], Mapping):
+      data = data[key]
+      break
+  if not isinstance(data, Mapping):
+    raise ValueError(f'{path}: expected a state dict, got {type(data).__name__}')
+  out = {}
+  for name, value in data.items():
+    if isinstance(value, torch.Tensor):
+      out[str(name)] = value.detach().cpu().float().numpy()
+  return out
+
+
+def load_checkpoint(path: str) -> dict[str, np.ndarray]:
+  """Dispatches on the file suffix: `.pkl` -> Caffe2 blobs, anything else -> torch."""
+  if path.endswith('.pkl'):
+    return load_pickle_blobs(path)
+  return load_torch_state_dict(path)

@@ -1,0 +1,116 @@
+r"""Foreign SlowFast-family weights -> an avsf_jax export directory.
+
+  python -m avsf_jax.tools.convert_checkpoint --source=pytorchvideo \
+      --config=configs/kinetics_r50.py:slowfast_8x8 --input=SLOWFAST_8x8_R50.pyth \
+      --output=exports/slowfast_8x8_r50
+  python -m avsf_jax.tools.convert_checkpoint --source=pyslowfast \
+      --config=configs/kinetics_r50.py:slowfast_4x16 --input=SLOWFAST_4x16_R50.pkl ...
+
+Sources: `pytorchvideo` (`create_slowfast` / `create_audio_visual_slowfast` state dicts,
+`.pyth`), `pyslowfast` (PySlowFast `.pyth`, a bare state dict or one under
+`model_state`; PySlowFast's own Caffe2-converted `.pkl` model-zoo files too), `caffe2`
+(pickled Caffe2 blobs, renamed to PySlowFast's names first). Files are read without
+executing code from them. Every missing, unexpected or mis-shaped tensor is listed by name
+and fails the conversion unless `--allow_partial` (missing ones then keep their fresh
+initialisation). The result is an export that `python -m avsf_jax.evaluate --export=DIR`
+and `--config.init_from=DIR` accept.
+"""
+
+import pathlib
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (with :variant).')
+_SOURCE = flags.DEFINE_enum('source', None, ['pytorchvideo', 'pyslowfast', 'caffe2'], 'Format.')
+_INPUT = flags.DEFINE_string('input', None, 'Checkpoint file (.pyth / .pt / .pkl).')
+_OUTPUT = flags.DEFINE_string('output', None, 'Export directory to write.')
+_ALLOW_PARTIAL = flags.DEFINE_bool('allow_partial', False, 'Convert despite missing tensors.')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an existing export.')
+_CLASS_NAMES = flags.DEFINE_string(
+  'class_names', None, 'Text file with one class name per line (default: from the dataset).'
+)
+
+DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / 'data'
+
+
+def class_names_for(config, path: str | None = None) -> list[str]:
+  """Class names from `path`, the dataset's list in data/, or 'class_<i>'."""
+  num = config.model.num_classes
+  if path is None:
+    candidate = DATA_DIR / f'{config.input.dataset}_classes.txt'
+    path = str(candidate) if candidate.is_file() else None
+  if path is not None:
+    names = [line.strip() for line in open(path, encoding='utf-8') if line.strip()]
+    if isinstance(num, int) and len(names) != num:
+      raise ValueError(f'{path}: {len(names)} class names for a {num}-class model')
+    return names
+  if isinstance(num, int):
+    return [f'class_{i}' for i in range(num)]
+  return [f'{head}_{i}' for head, size in sorted(num.items()) for i in range(size)]
+
+
+def convert_file(config, source: str, input_path: str, *, allow_partial: bool = False):
+  """(variables, report) for `input_path`, converted onto `config.model`'s network."""
+  import jax  # noqa: PLC0415 - keep `--help` fast
+
+  from avsf_jax import models  # noqa: PLC0415
+  from avsf_jax.interop import checkpoint_io, convert  # noqa: PLC0415
+  from avsf_jax.models import stats  # noqa: PLC0415
+
+  state = checkpoint_io.load_checkpoint(input_path)
+  if source == 'caffe2' or (source == 'pyslowfast' and input_path.endswith('.pkl')):
+    state = convert.caffe2_state(state)
+  model = models.build_model(config.model)
+  inputs = models.example_inputs(
+    model,
+    num_frames=config.input.num_frames,
+    crop_size=config.input.crop_size,
+    audio_frames=config.audio.num_frames,
+    mel_bins=config.audio.num_mel_bins,
+  )
+  abstract = stats.abstract_variables(model, inputs)
+  fallback = None
+  if allow_partial:
+    fallback = jax.jit(lambda x: model.init({'params': jax.random.key(0)}, x, train=False))(inputs)
+  variables, report = convert.convert(
+    abstract, state, convert.NAME_MAPS[source](state), fallback=fallback
+  )
+  if not report.complete and not allow_partial:
+    raise convert.ConversionError(
+      f'{input_path} does not match {config.model.pathways} (depth {config.model.depth}):\n'
+      f'{report.summary()}\nFix the --config, or pass --allow_partial to keep the missing '
+      'tensors at their initial values.'
+    )
+  return variables, report
+
+
+def main(argv):
+  del argv
+  for name, value in (('config', _CONFIG.value), ('source', _SOURCE.value)):
+    if value is None:
+      sys.exit(f'convert_checkpoint: --{name} is required')
+  if not _INPUT.value or not _OUTPUT.value:
+    sys.exit('convert_checkpoint: --input and --output are required')
+  from avsf_jax import export  # noqa: PLC0415
+
+  config = _CONFIG.value
+  variables, report = convert_file(
+    config, _SOURCE.value, _INPUT.value, allow_partial=_ALLOW_PARTIAL.value
+  )
+  logging.info('%s', report.summary())
+  print(report.summary())
+  path = export.write_from_config(
+    _OUTPUT.value,
+    config,
+    variables,
+    class_names_for(config, _CLASS_NAMES.value),
+    extra_metadata={'converted_from': {'source': _SOURCE.value, 'file': _INPUT.value}},
+    overwrite=_OVERWRITE.value,
+  )
+  print(f'wrote {path}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -173,3 +173,31 @@ def test_nonlocal_matches_a_numpy_reference():
   z = lin('out', np.einsum('nqk,nkd->nqd', a, g).reshape(2, 2, 4, 4, 3))
   expected = xn + z * 0.7 / np.sqrt(1 + 1e-5)
   np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+  'kernel,strides',
+  [
+    ((1, 3, 3), (1, 2, 2)),
+    ((1, 1, 1), (1, 1, 1)),
+    ((3, 1, 1), (1, 1, 1)),
+    ((5, 1, 1), (8, 1, 1)),
+    ((5, 7, 7), (1, 2, 2)),
+    ((3, 3, 3), (2, 2, 2)),
+  ],
+)
+def test_video_conv_lowerings_equal_a_3d_convolution(kernel, strides):
+  """The frames-as-batch and shifted-matmul lowerings compute the 3-D convolution exactly."""
+  x = _normal((2, 16, 6, 6, 5))
+  conv = layers.Conv(7, kernel, strides)
+  variables = conv.init(jax.random.key(0), x)
+  w = variables['params']['conv']['kernel']
+  reference = jax.lax.conv_general_dilated(
+    x,
+    w,
+    strides,
+    layers.torch_padding(kernel),
+    dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'),
+    precision='highest',
+  )
+  np.testing.assert_allclose(conv.apply(variables, x), reference, rtol=1e-5, atol=1e-5)

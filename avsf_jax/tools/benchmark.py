@@ -1,6 +1,12 @@
 r"""Throughput benchmarks that print JSON-able figures. Suites are registered in `SUITES`.
 
   python -m avsf_jax.tools.benchmark --suite=input --config=configs/kinetics_r50.py [--json]
+  python -m avsf_jax.tools.benchmark --suite=model --config=configs/kinetics_r50.py \
+      --batch_per_device=32 --crop_size=224 --dtypes=bfloat16 --json
+  python -m avsf_jax.tools.benchmark --suite=reference --config=configs/kinetics_r50.py:slowfast_4x16
+
+`model` and `reference`: see `avsf_jax/benchmarking.py` (the real compiled train step on
+synthetic in-memory batches, and PyTorchVideo's implementation on the same device).
 
 `input`: training clips per second on ONE core for the config's clip geometry (4x16: 32 Fast
 frames at 224 plus a 128 x 80 log-mel), through the tf.data pipeline over prepared JPEG frames,
@@ -198,7 +204,58 @@ def _cpu_name() -> str:
   return 'unknown'
 
 
-SUITES = {'input': input_suite}
+_BATCH = flags.DEFINE_integer('batch_per_device', 8, 'Clips per device (model/reference).')
+_CROP = flags.DEFINE_integer('crop_size', 224, 'Square view size (model/reference).')
+_DTYPES = flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Compute dtypes (model).')
+_STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps (model/reference).')
+_PEAK = flags.DEFINE_float('peak_tflops', None, 'Peak TFLOP/s per device for MFU.')
+
+
+def model_suite(config) -> dict:
+  """Training-step and inference clips/s, compile time, memory, GFLOPs and MFU."""
+  from avsf_jax import benchmarking  # noqa: PLC0415 - keeps the input suite free of JAX
+
+  result = benchmarking.model_suite(
+    config,
+    batch_per_device=_BATCH.value,
+    crop=_CROP.value,
+    dtypes=tuple(_DTYPES.value),
+    steps=_STEPS.value,
+    peak_tflops=_PEAK.value,
+  )
+  result['cpu'] = _cpu_name()
+  return benchmarking.as_numpy_free(result)
+
+
+def reference_suite(config, ours: dict | None = None) -> dict:
+  """PyTorchVideo on the same device, with ours measured in the same run; ratios ours/theirs."""
+  import jax  # noqa: PLC0415
+
+  from avsf_jax import benchmarking  # noqa: PLC0415
+
+  if ours is None:
+    ours = model_suite(config)
+  result = benchmarking.reference_suite(
+    config,
+    batch=_BATCH.value * jax.device_count(),
+    crop=_CROP.value,
+    steps=max(2, _STEPS.value // 2),
+    ours=ours,
+  )
+  return benchmarking.as_numpy_free({'model': ours, 'reference': result})
+
+
+def all_suites(config) -> dict:
+  ours = model_suite(config)
+  return {'input': input_suite(config), **reference_suite(config, ours)}
+
+
+SUITES = {
+  'input': input_suite,
+  'model': model_suite,
+  'reference': reference_suite,
+  'all': all_suites,
+}
 
 
 def main(argv):

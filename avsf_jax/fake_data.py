@@ -1,0 +1,167 @@
+"""In-memory synthetic batches with the keys, shapes and dtypes of `avsf_jax.input.pipeline`.
+
+Selected by `config.input.dataset == 'fake'`; sizes come from the `fake_data` section. Each
+example belongs to class `index % K` and carries a faint class pattern (a colour for the
+video, a mel band for the audio) under noise, so a model can learn it. A training batch is
+a pure function of (seed, step): resuming at `start_step` reproduces the stream. Used by
+the training tests and by GPU benchmarks; imports no TensorFlow.
+"""
+
+import dataclasses
+import time
+from collections.abc import Iterator, Mapping
+
+import ml_collections
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  num_train_examples: int
+  num_eval_examples: int
+  num_classes: int | Mapping[str, int]
+  class_names: tuple[str, ...] | Mapping[str, tuple[str, ...]]
+  multi_label: bool
+
+
+def dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:
+  num_classes = config.model.num_classes
+  if hasattr(num_classes, 'items'):
+    num_classes = dict(num_classes.items())
+    names = {h: tuple(f'{h}_{i}' for i in range(k)) for h, k in num_classes.items()}
+  else:
+    names = tuple(f'class_{i}' for i in range(num_classes))
+  return DatasetInfo(
+    num_train_examples=config.fake_data.num_train_examples,
+    num_eval_examples=config.fake_data.num_eval_examples,
+    num_classes=num_classes,
+    class_names=names,
+    multi_label=config.fake_data.multi_label,
+  )
+
+
+def _heads(config) -> dict[str | None, int]:
+  k = config.model.num_classes
+  return dict(k.items()) if hasattr(k, 'items') else {None: k}
+
+
+def _labels(config, index: np.ndarray) -> dict[str, np.ndarray]:
+  out = {}
+  for head, k in _heads(config).items():
+    key = 'label' if head is None else f'label_{head}'
+    label = (index % k).astype(np.int32)
+    if config.fake_data.multi_label:
+      hot = np.zeros((len(index), k), np.float32)
+      hot[np.arange(len(index)), label] = 1.0
+      hot[np.arange(len(index)), (label + 1) % k] = 1.0
+      out[key] = hot
+    else:
+      out[key] = label
+  return out
+
+
+def _clips(config, index: np.ndarray, rng: np.random.Generator, views: int | None, crop: int):
+  """Video and audio of examples `index`; `views` adds a (V,) axis after the batch."""
+  k = next(iter(_heads(config).values()))
+  label = index % k
+  lead = (len(index),) if views is None else (len(index), views)
+  t = config.input.num_frames
+  shapes = {
+    'slow': lead + (t, crop, crop, 3),
+    'fast': lead + (t * config.input.alpha, crop, crop, 3),
+  }
+  expand = (slice(None),) + (None,) * (len(lead) - 1)
+  colour = np.stack([np.cos(label), np.sin(label), np.cos(2 * label)], -1).astype(np.float32)
+  out = {}
+  for p in ('slow', 'fast'):
+    if p in config.input.pathways:
+      noise = rng.standard_normal(shapes[p], dtype=np.float32)
+      out[p] = noise + colour[expand + (None, None, None)]
+  a = config.audio
+  time_axis = np.arange(a.num_frames, dtype=np.float32)
+  band = (np.arange(a.num_mel_bins)[None, :] == (label % a.num_mel_bins)[:, None]).astype(
+    np.float32
+  )
+  onset = (np.sin(time_axis[None, :] * 0.3 + index[:, None]) > 0).astype(np.float32)
+  pattern = 2.0 * onset[:, :, None] * band[:, None, :]  # (b, time, freq)
+  audio_shape = lead + (a.num_frames, a.num_mel_bins, 1)
+  out['audio'] = (
+    rng.standard_normal(audio_shape, dtype=np.float32) + pattern[expand + (Ellipsis, None)]
+  )
+  out['_pattern'] = pattern
+  return out
+
+
+def _example_rng(seed: int, *keys: int) -> np.random.Generator:
+  return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
+
+
+def make_train_iterator(
+  config: ml_collections.ConfigDict,
+  *,
+  seed: int,
+  start_step: int = 0,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
+  """Endless per-process batches; batch `s` depends only on (seed, s) and the process."""
+  global_batch = config.input.batch_size
+  if global_batch % process_count:
+    raise ValueError(f'batch_size {global_batch} is not divisible by {process_count} processes')
+  b = global_batch // process_count
+  n = config.fake_data.num_train_examples
+  step = start_step
+  while True:
+    if config.fake_data.delay_s:
+      time.sleep(config.fake_data.delay_s)
+    order = _example_rng(seed, 0, step).integers(0, n, global_batch)
+    index = order[process_index * b : (process_index + 1) * b]
+    rng = _example_rng(seed, 1, step, process_index)
+    batch = _clips(config, index, rng, None, config.input.crop_size)
+    pattern = batch.pop('_pattern')
+    # Hard negative: the same clip's audio pattern shifted in time, fresh noise.
+    shifted = np.roll(pattern, config.audio.num_frames // 2, axis=1)
+    batch['audio_negative'] = (
+      rng.standard_normal(batch['audio'].shape, dtype=np.float32) + shifted[..., None]
+    )
+    batch['audio_negative_is_hard'] = np.ones((b,), np.float32)
+    batch['has_audio'] = np.ones((b,), np.float32)
+    batch.update(_labels(config, index))
+    if step == config.fake_data.nan_at_step:
+      batch['slow' if 'slow' in batch else 'audio'][0] = np.nan
+    yield batch
+    step += 1
+
+
+def num_eval_batches(config: ml_collections.ConfigDict) -> int:
+  return -(-config.fake_data.num_eval_examples // config.input.eval_batch_size)
+
+
+def make_eval_iterator(
+  config: ml_collections.ConfigDict,
+  *,
+  split: str | None = None,
+  multi_view: bool = True,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
+  """Finite, padded to whole batches: (b, V, ...) views, 'label', 'video_index', '_mask'."""
+  del split
+  global_batch = config.input.eval_batch_size
+  if global_batch % process_count:
+    raise ValueError(f'eval_batch_size {global_batch} not divisible by {process_count}')
+  b = global_batch // process_count
+  n = config.fake_data.num_eval_examples
+  views = config.input.num_temporal_views * config.input.num_spatial_views if multi_view else 1
+  for i in range(num_eval_batches(config)):
+    index = i * global_batch + process_index * b + np.arange(b)
+    mask = (index < n).astype(np.float32)
+    index = np.minimum(index, n - 1)
+    rng = _example_rng(12345, 2, i, process_index)
+    batch = _clips(config, index, rng, views, config.input.test_crop_size)
+    batch.pop('_pattern')
+    batch.update(_labels(config, index))
+    batch['has_audio'] = np.ones((b,), np.float32)
+    batch['video_index'] = index.astype(np.int32)
+    batch['_mask'] = mask
+    yield batch

@@ -1,0 +1,78 @@
+"""Every config file and variant loads, has the training sections, and builds (shapes only)."""
+
+import importlib.util
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from avsf_jax import models, optim
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[2] / 'configs'
+VARIANTS = (
+  [
+    ('kinetics_r50.py', v)
+    for v in (
+      'avslowfast_4x16',
+      'avslowfast_8x8',
+      'slowfast_4x16',
+      'slowfast_8x8',
+      'slow_only_4x16',
+      'fast_only_4x16',
+      'audio_only',
+    )
+  ]
+  + [
+    ('kinetics_r101.py', v)
+    for v in ('avslowfast_8x8', 'slowfast_8x8', 'slowfast_16x8', 'slowfast_16x8_nl')
+  ]
+  + [('demo.py', 'avslowfast'), ('demo.py', 'slowfast')]
+)
+
+
+def _load(name: str, variant: str):
+  spec = importlib.util.spec_from_file_location(name[:-3], CONFIGS / name)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+@pytest.mark.parametrize('name,variant', VARIANTS, ids=[f'{n}:{v}' for n, v in VARIANTS])
+def test_config_loads_and_builds(name, variant):
+  config = _load(name, variant)
+  for section in ('model', 'input', 'audio', 'optim', 'loss', 'evals', 'mesh', 'checkpoint'):
+    assert section in config
+  model = models.build_model(config.model)
+  assert tuple(model.pathways) == tuple(config.input.pathways)
+  inputs = models.example_inputs(
+    model,
+    batch=2,
+    num_frames=config.input.num_frames,
+    crop_size=config.input.crop_size,
+    audio_frames=config.audio.num_frames,
+    mel_bins=config.audio.num_mel_bins,
+  )
+  init = lambda rng: model.init({'params': rng, 'dropout': rng}, inputs, train=False)
+  variables = jax.eval_shape(init, jax.random.PRNGKey(0))
+  (logits, _) = jax.eval_shape(lambda v: model.apply(v, inputs, train=False), variables)
+  assert logits.shape == (2, config.model.num_classes)
+  assert logits.dtype == jnp.float32
+  schedule = optim.learning_rate_schedule(
+    config.optim, steps_per_epoch=10.0, total_steps=100, peak=1.0
+  )
+  tx = optim.make_optimizer(config.optim, schedule)
+  jax.eval_shape(tx.init, variables['params'])
+
+
+def test_full_size_configs_follow_the_paper_recipe():
+  config = _load('kinetics_r50.py', 'avslowfast_4x16')
+  assert config.optim.num_epochs == 256 and config.optim.momentum == 0.9
+  assert optim.peak_learning_rate(config.optim, config.input.batch_size) == pytest.approx(1.6)
+  assert config.loss.avs_margin == 0.99 and config.loss.avs_weight == 1.0
+  assert _load('kinetics_r50.py', 'avslowfast_8x8').optim.num_epochs == 196
+
+
+def test_unknown_variant_is_an_error():
+  with pytest.raises(ValueError, match='unknown variant'):
+    _load('demo.py', 'nope')

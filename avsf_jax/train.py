@@ -67,17 +67,28 @@ def create_train_state(
   )
 
 
+def roll_within_groups(x: jax.Array, group: int) -> jax.Array:
+  """Rolls the batch by one inside consecutive groups of `group` clips (the whole batch if
+  `group` does not divide it or is 1). With `group` = the per-device batch, every clip's
+  partner lives on the same device, so forming easy negatives needs no communication."""
+  n = x.shape[0]
+  if group <= 1 or n % group:
+    return jnp.roll(x, 1, axis=0)
+  return jnp.roll(x.reshape((n // group, group) + x.shape[1:]), 1, axis=1).reshape(x.shape)
+
+
 def select_negatives(
-  batch: dict[str, jax.Array], use_hard_prob: jax.Array, rng: jax.Array
+  batch: dict[str, jax.Array], use_hard_prob: jax.Array, rng: jax.Array, *, group: int = 0
 ) -> tuple[jax.Array, jax.Array]:
   """Negative audio for the AVS loss, and whether each negative is usable.
 
-  Easy negatives are another clip's audio: the batch rolled by one. With probability
-  `use_hard_prob` (0 during the easy phase of the curriculum) an example takes the hard
-  negative of its own video (time-shifted audio from the pipeline) where it has one.
+  Easy negatives are another clip's audio: the batch rolled by one within groups of `group`
+  clips (see `roll_within_groups`; 0 = the whole batch). With probability `use_hard_prob`
+  (0 during the easy phase of the curriculum) an example takes the hard negative of its own
+  video (time-shifted audio from the pipeline) where it has one.
   """
-  easy = jnp.roll(batch['audio'], 1, axis=0)
-  easy_ok = jnp.roll(batch['has_audio'], 1, axis=0)
+  easy = roll_within_groups(batch['audio'], group)
+  easy_ok = roll_within_groups(batch['has_audio'], group)
   n = easy.shape[0]
   hard_ok = batch['audio_negative_is_hard'] > 0
   use_hard = (jax.random.uniform(rng, (n,)) < use_hard_prob) & hard_ok
@@ -104,6 +115,7 @@ def train_step(
   loss_config: ml_collections.ConfigDict,
   multi_label: bool,
   hard_from_step: int,
+  negative_group: int,
 ) -> tuple[train_state.TrainState, dict[str, jax.Array]]:
   """One SGD step. Pure: the RNG is folded with the step, so a resumed run repeats it."""
   rng = jax.random.fold_in(rng, state.step)
@@ -113,7 +125,9 @@ def train_step(
   pair_mask = None
   if avs:
     use_hard_prob = jnp.where(state.step >= hard_from_step, loss_config.avs_hard_fraction, 0.0)
-    negative, negative_ok = select_negatives(batch, use_hard_prob, negative_rng)
+    negative, negative_ok = select_negatives(
+      batch, use_hard_prob, negative_rng, group=negative_group
+    )
     inputs['audio_negative'] = negative
     threshold = loss_config.avs_silence_threshold
     pair_mask = audible(batch['audio'], batch['has_audio'], threshold) * audible(
@@ -248,6 +262,7 @@ class Trainer:
       loss_config=config.loss,
       multi_label=self.info.multi_label,
       hard_from_step=int(round(config.loss.avs_easy_until * self.total_steps)),
+      negative_group=batch_size // jax.device_count(),
     )
     self.train_step = jax.jit(
       step_fn,

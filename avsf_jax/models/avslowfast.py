@@ -259,11 +259,18 @@ class AVSlowFast(nn.Module):
     batch = x[self.pathways[0]].shape[0]
     has_audio = 'audio' in self.pathways
     audiovisual = has_audio and len(self.pathways) > 1
-    num_negative = 0
-    if audiovisual and self.avs_junctions and inputs.get('audio_negative') is not None:
+    has_negative = audiovisual and bool(self.avs_junctions)
+    has_negative = has_negative and inputs.get('audio_negative') is not None
+    if has_negative:
       negative = jnp.asarray(inputs['audio_negative'], self.dtype)
-      num_negative = negative.shape[0]
-      x['audio'] = jnp.concatenate([x['audio'], negative], axis=0)
+      if negative.shape != x['audio'].shape:
+        raise ValueError(
+          f'AVSlowFast: audio_negative {negative.shape} must match audio {x["audio"].shape}'
+        )
+      x['audio'] = _join_blocks(x['audio'], negative, self.bn_group_size)
+
+    def positives(a: jax.Array) -> jax.Array:
+      return _split_blocks(a, self.bn_group_size)[0] if has_negative else a
 
     keep = self._drop_pathway_keep(batch, train)
 
@@ -283,9 +290,9 @@ class AVSlowFast(nn.Module):
         return
       project_v = fusion.AVSProjection(self.avs_dim, name=f'avs_{junction}_visual')
       project_a = fusion.AVSProjection(self.avs_dim, name=f'avs_{junction}_audio')
-      entry = {'visual': project_v(visual), 'audio': project_a(audio[:batch])}
-      if num_negative:
-        entry['audio_negative'] = project_a(audio[batch:])
+      entry = {'visual': project_v(visual), 'audio': project_a(positives(audio))}
+      if has_negative:
+        entry['audio_negative'] = project_a(_split_blocks(audio, self.bn_group_size)[1])
       avs[junction] = entry
 
     avs: dict[str, dict[str, jax.Array]] = {}
@@ -308,7 +315,7 @@ class AVSlowFast(nn.Module):
           conv=conv,
           norm=norm,
           name=f'audio_to_fast_{junction}',
-        )(x['audio'][:batch])
+        )(positives(x['audio']))
         x['fast'] = x['fast'] + gate(contribution[:, :, None, None, :])
       if 'slow' in self.pathways and 'fast' in self.pathways:
         if junction in self.lateral_junctions:
@@ -332,14 +339,14 @@ class AVSlowFast(nn.Module):
             conv=conv,
             norm=norm,
             name=f'audio_to_slowfast_{junction}',
-          )(x['audio'][:batch])[:, :, None, None, :]
+          )(positives(x['audio']))[:, :, None, None, :]
         else:
           contribution = fusion.AudioVisualNonLocal(
             inner=self._fusion_inner(x['audio']),
             conv=conv,
             norm=norm,
             name=f'audio_visual_nonlocal_{junction}',
-          )(x['slow'], x['audio'][:batch])
+          )(x['slow'], positives(x['audio']))
         x['slow'] = x['slow'] + gate(contribution)
       if visual is not None:
         add_avs(junction, visual, heads.global_pool(x['audio']))
@@ -348,7 +355,7 @@ class AVSlowFast(nn.Module):
     if has_audio:
       if audiovisual:
         add_avs('pool5', pooled_visual(), pooled['audio'])
-      pooled['audio'] = pooled['audio'][:batch]
+      pooled['audio'] = positives(pooled['audio'])
       if self.drop_pathway_scope == 'laterals_and_head':
         pooled['audio'] = gate(pooled['audio'])
 
@@ -367,3 +374,33 @@ class AVSlowFast(nn.Module):
     )
     keep_out = jnp.ones((), jnp.float32) if keep is None else keep.astype(jnp.float32)
     return logits, {'avs': avs, 'pooled': pooled, 'drop_pathway_keep': keep_out}
+
+
+def _blocks(batch: int, group: int) -> int:
+  """Block size for joining positive and negative audio: the BN group when it divides the
+  batch (so groups stay pure), else single clips (whole-batch BN mixes them anyway)."""
+  return group if 0 < group <= batch and batch % group == 0 else 1
+
+
+def _join_blocks(positive: jax.Array, negative: jax.Array, group: int) -> jax.Array:
+  """(N, ...) + (N, ...) -> (2N, ...) alternating blocks of clips: pos, neg, pos, neg, ...
+
+  Plain concatenation along a sharded batch axis would make XLA move half of every device's
+  clips to other devices (an all-to-all). Alternating BN-group-sized blocks keeps each
+  clip's negative on its device whenever the per-device batch is a multiple of the BN group
+  (which grouped BN needs anyway), and keeps every BN group purely positive or negative.
+  """
+  n, rest = positive.shape[0], positive.shape[1:]
+  g = _blocks(n, group)
+  joined = jnp.stack(
+    [positive.reshape((n // g, g) + rest), negative.reshape((n // g, g) + rest)], axis=1
+  )
+  return joined.reshape((2 * n,) + rest)
+
+
+def _split_blocks(joined: jax.Array, group: int) -> tuple[jax.Array, jax.Array]:
+  """Inverse of `_join_blocks`: (positive, negative)."""
+  n, rest = joined.shape[0] // 2, joined.shape[1:]
+  g = _blocks(n, group)
+  blocks = joined.reshape((n // g, 2, g) + rest)
+  return blocks[:, 0].reshape((n,) + rest), blocks[:, 1].reshape((n,) + rest)

@@ -199,10 +199,12 @@ class BatchNorm(nn.Module):
       var = jnp.square(grouped - mean).mean(axis=axes, keepdims=True)
       y = ((grouped - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
       if not self.is_initializing():
+        # Two per-channel reductions over the groups (one all-reduce when groups span
+        # devices): E[x] and E[x^2] of the whole batch from the groups' moments.
         flat_mean = mean.reshape(-1, features)
-        flat_var = var.reshape(-1, features)
         batch_mean = flat_mean.mean(axis=0)
-        batch_var = (flat_var + jnp.square(flat_mean - batch_mean)).mean(axis=0)
+        batch_square = (var.reshape(-1, features) + jnp.square(flat_mean)).mean(axis=0)
+        batch_var = jnp.maximum(batch_square - jnp.square(batch_mean), 0.0)
         m = self.momentum
         ra_mean.value = m * ra_mean.value + (1.0 - m) * batch_mean
         ra_var.value = m * ra_var.value + (1.0 - m) * batch_var

@@ -360,8 +360,9 @@ def test_drop_pathway_decision_on_a_sharded_batch(mode):
 # -- AVS projections and negatives -----------------------------------------------------------
 
 
-def test_avs_embeddings_at_each_junction_with_negatives():
-  model = tiny(avs_junctions=('res3', 'res4', 'pool5'))
+@pytest.mark.parametrize('bn_group_size', [0, 2])
+def test_avs_embeddings_at_each_junction_with_negatives(bn_group_size):
+  model = tiny(avs_junctions=('res3', 'res4', 'pool5'), bn_group_size=bn_group_size)
   x = inputs()
   variables = random_variables(model, x)
   same = {**x, 'audio_negative': x['audio']}

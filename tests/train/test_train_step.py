@@ -24,6 +24,12 @@ def test_easy_negatives_are_the_previous_clip_audio():
   np.testing.assert_array_equal(ok, [1.0, 1.0, 0.0, 1.0])  # rolled has_audio
 
 
+def test_easy_negatives_stay_within_device_sized_groups():
+  negative, ok = train.select_negatives(_batch(), jnp.float32(0.0), jax.random.PRNGKey(0), group=2)
+  np.testing.assert_array_equal(negative[:, 0, 0, 0], [1.0, 0.0, 3.0, 2.0])
+  np.testing.assert_array_equal(ok, [0.0, 1.0, 1.0, 1.0])
+
+
 def test_hard_negatives_only_where_the_pipeline_has_one():
   negative, ok = train.select_negatives(_batch(), jnp.float32(1.0), jax.random.PRNGKey(0))
   np.testing.assert_array_equal(negative[:, 0, 0, 0], [-100.0, -101.0, 1.0, -103.0])

@@ -1,0 +1,70 @@
+"""The compiled data-parallel train step communicates only what it must.
+
+On 8 fake CPU devices, the step's optimized HLO may hold all-reduces and nothing else that
+moves data between devices (no all-gather, all-to-all, collective-permute, reduce-scatter):
+the gradient all-reduce (the parameter bytes), the per-channel moments that keep the
+replicated BatchNorm running statistics identical, scalar metrics, and, only when BN
+statistics cover the whole global batch, the BN normalisation reductions.
+"""
+
+import re
+import tempfile
+
+import jax
+import numpy as np
+
+from avsf_jax import fake_data, train
+from avsf_jax import mesh as mesh_lib
+from tests.train import tiny_config
+
+_DTYPE_BYTES = {'f32': 4, 'bf16': 2, 'f16': 2, 's32': 4, 'u32': 4, 'pred': 1, 'f64': 8, 's64': 8}
+_SHAPE = re.compile(r'\b(f32|bf16|f16|s32|u32|pred|f64|s64)\[([\d,]*)\]')
+_COLLECTIVES = ('all-gather', 'all-to-all', 'collective-permute', 'reduce-scatter')
+
+
+def _result_bytes(line: str) -> int:
+  """Bytes of an HLO instruction's result type (a shape or a tuple of shapes)."""
+  lhs = line.split('=', 1)[1].split(' all-reduce', 1)[0]
+  return sum(
+    _DTYPE_BYTES[dtype] * int(np.prod([int(d) for d in dims.split(',') if d] or [1]))
+    for dtype, dims in _SHAPE.findall(lhs)
+  )
+
+
+def _compiled_step(group_size: int):
+  config = tiny_config.get_config()
+  config.model.bn_group_size = group_size
+  with tempfile.TemporaryDirectory() as workdir:
+    trainer = train.Trainer(config, workdir)
+  state = trainer.initial_state()
+  batch = mesh_lib.global_batch(
+    next(fake_data.make_train_iterator(config, seed=0)), trainer.batch_sharding
+  )
+  compiled = trainer.train_step.lower(state, batch, trainer.train_rng).compile()
+  param_bytes = sum(p.size * p.dtype.itemsize for p in jax.tree_util.tree_leaves(state.params))
+  stat_bytes = sum(s.size * s.dtype.itemsize for s in jax.tree_util.tree_leaves(state.batch_stats))
+  return compiled.as_text(), param_bytes, stat_bytes
+
+
+def _all_reduced_bytes(hlo: str) -> int:
+  for op in _COLLECTIVES:
+    assert f' {op}(' not in hlo and f' {op}-start(' not in hlo, f'unexpected {op}'
+  reduces = [
+    line for line in hlo.splitlines() if re.search(r' all-reduce(-start)?\(', line) and '=' in line
+  ]
+  return sum(_result_bytes(line) for line in reduces)
+
+
+def test_train_step_all_reduces_about_the_parameter_bytes():
+  assert jax.device_count() == 8
+  # Grouped BN (2 clips a group, 2 clips a device): gradients, plus the per-channel moments
+  # that keep the replicated running statistics identical, plus scalar metrics. In this tiny
+  # model BN channels weigh much more against the weights than in an R50.
+  grouped_hlo, param_bytes, stat_bytes = _compiled_step(group_size=2)
+  grouped = _all_reduced_bytes(grouped_hlo)
+  assert param_bytes <= grouped <= 1.06 * param_bytes
+  # Whole-batch BN: the normalisation statistics themselves are reduced too, forward and back.
+  global_hlo, _, _ = _compiled_step(group_size=0)
+  whole_batch = _all_reduced_bytes(global_hlo)
+  assert grouped < whole_batch <= 1.1 * param_bytes
+  assert whole_batch - grouped < 2 * stat_bytes

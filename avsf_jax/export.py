@@ -11,7 +11,9 @@ deserializes the function. Writing is atomic (a temporary directory renamed into
 existing export is never overwritten without `overwrite=True`, and non-finite variables are
 refused.
 
-  python -m avsf_jax.export --workdir=DIR --output=EXPORT_DIR [--overwrite]
+  python -m avsf_jax.export --workdir=DIR --output=EXPORT_DIR [--overwrite] [--config=CFG]
+
+Without `--config`, the resolved config that training saved as WORKDIR/config.json is used.
 """
 
 import dataclasses
@@ -204,3 +206,87 @@ def write_from_config(
     extra_metadata=extra_metadata,
     overwrite=overwrite,
   )
+
+
+def export_workdir(config: Any, workdir: str, output: str, *, overwrite: bool = False):
+  """Exports the newest checkpoint of a training workdir, with the evaluation's BN statistics.
+
+  The variables are exactly those the final evaluation used (precise-BN statistics when
+  configured), so `evaluate --export` reproduces `WORKDIR/eval_results.json`.
+  """
+  from avsf_jax import checkpointing, train  # noqa: PLC0415
+
+  trainer = train.Trainer(config, workdir)
+  checkpointer = checkpointing.Checkpointer(workdir, config.checkpoint)
+  try:
+    state = trainer.restore_latest(checkpointer)
+  finally:
+    checkpointer.close()
+  variables = trainer.eval_variables(state)
+  if jax.process_index() != 0:  # every process computes the statistics; one writes
+    return pathlib.Path(output).absolute()
+  names = trainer.info.class_names
+  if hasattr(names, 'items'):
+    names = [f'{head}:{n}' for head, head_names in sorted(names.items()) for n in head_names]
+  return write_from_config(
+    output,
+    config,
+    jax.device_get(variables),
+    list(names),
+    extra_metadata={'workdir': os.path.abspath(workdir), 'step': int(jax.device_get(state.step))},
+    overwrite=overwrite,
+  )
+
+
+def config_from_workdir(workdir: str) -> Any:
+  """The resolved config a training run saved as WORKDIR/config.json."""
+  import ml_collections  # noqa: PLC0415
+
+  path = pathlib.Path(workdir) / 'config.json'
+  if not path.is_file():
+    raise ExportError(f'{path} not found: pass --config=CONFIG_FILE[:variant]')
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def main(argv):
+  """`python -m avsf_jax.export --config=CFG --workdir=DIR --output=EXPORT_DIR [--overwrite]`."""
+  from absl import app, flags  # noqa: PLC0415
+
+  from avsf_jax import mesh as mesh_lib  # noqa: PLC0415
+  from avsf_jax import train  # noqa: PLC0415
+
+  if len(argv) > 1:
+    raise app.UsageError('Too many command-line arguments.')
+  args = flags.FLAGS
+  config = args.config if args.config is not None else config_from_workdir(args.workdir)
+  if train.data_source(config) is not train.fake_data:
+    from avsf_jax.input import pipeline  # noqa: PLC0415
+
+    pipeline.hide_accelerators_from_tf()
+  mesh_lib.maybe_initialize_distributed()
+  if jax.process_count() > 1 and config.mesh.param_sharding != 'replicated':
+    raise app.UsageError('export: gather FSDP-sharded parameters first (export on one host)')
+  try:
+    path = export_workdir(config, args.workdir, args.output, overwrite=args.overwrite)
+  except ExportError as e:
+    raise app.UsageError(str(e)) from None
+  print(f'wrote {path}')
+
+
+def _define_flags() -> None:
+  """Flags of the command line only: this module is also imported as a library."""
+  from absl import flags  # noqa: PLC0415
+  from ml_collections import config_flags  # noqa: PLC0415
+
+  config_flags.DEFINE_config_file('config', None, 'Config file (with :variant).')
+  flags.DEFINE_string('workdir', None, 'Training workdir whose newest checkpoint to export.')
+  flags.DEFINE_string('output', None, 'Export directory to write.')
+  flags.DEFINE_bool('overwrite', False, 'Replace an existing export.')
+  flags.mark_flags_as_required(['workdir', 'output'])
+
+
+if __name__ == '__main__':
+  from absl import app
+
+  _define_flags()
+  app.run(main)

@@ -288,8 +288,10 @@ class Trainer:
     for local in iterator:
       yield mesh_lib.global_batch(local, self.batch_sharding)
 
-  def evaluate(self, state: train_state.TrainState, *, multi_view: bool) -> dict[str, Any]:
-    """Precise BN (if configured) then evaluation over the eval split."""
+  def eval_variables(self, state: train_state.TrainState) -> dict[str, Any]:
+    """The variables evaluation uses: precise-BN statistics (if configured) or the running
+    averages. Deterministic (its batches come from seed + 1), so `evaluate` and `export`
+    reproduce the numbers of the end of training."""
     stats = state.batch_stats
     num_bn = self.config.evals.precise_bn_batches
     if num_bn and jax.tree.leaves(stats):
@@ -304,7 +306,10 @@ class Trainer:
       stats = precise_bn.recompute(
         self.bn_statistics, state.variables(), bn_batches, num_batches=num_bn
       )
-    batches = self._global(
+    return state.variables(stats)
+
+  def eval_batches(self, *, multi_view: bool):
+    return self._global(
       self.data.make_eval_iterator(
         self.config,
         multi_view=multi_view,
@@ -312,13 +317,27 @@ class Trainer:
         process_count=jax.process_count(),
       )
     )
+
+  def evaluate(
+    self, state: train_state.TrainState, *, multi_view: bool, variables=None, **kwargs
+  ) -> Any:
+    """Precise BN (if configured) then evaluation over the eval split."""
     return evaluators.evaluate(
       self.predict,
-      state.variables(stats),
-      batches,
+      self.eval_variables(state) if variables is None else variables,
+      self.eval_batches(multi_view=multi_view),
       num_classes=self.info.num_classes,
       multi_label=self.info.multi_label,
+      view_aggregation=self.config.evals.view_aggregation,
+      **kwargs,
     )
+
+  def restore_latest(self, checkpointer) -> train_state.TrainState:
+    """The newest checkpoint's state, sharded; a clear error when there is none."""
+    latest = checkpointer.latest_step()
+    if latest is None:
+      raise FileNotFoundError(f'no checkpoint in {checkpointer.directory}')
+    return checkpointer.restore(latest, self.abstract_state)
 
 
 def _as_dict(num_classes) -> dict:

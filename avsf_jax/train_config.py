@@ -48,6 +48,9 @@ def sections() -> dict[str, ml_collections.ConfigDict]:
       {
         'every_epochs': 10.0,  # periodic single-view evaluation; 0: only the final one
         'periodic_multi_view': False,
+        # How views combine into a video score: 'mean_softmax' (Kinetics, EPIC) or 'max'
+        # (Charades: max over clips of the sigmoid scores).
+        'view_aggregation': 'mean_softmax',
         'precise_bn_batches': 200,  # 0: keep the running averages
       }
     ),

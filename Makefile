@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8 TF_CPP_MIN_LOG_LEVEL=2 JAX_PLATFORMS=cpu
 PYTEST_ARGS ?= -n 2 --dist loadfile --durations=15
 
+DEMO_DIR := demo_run
+
 .PHONY: venv test lint format demo clean
 
 venv: $(STAMP)
@@ -28,6 +30,16 @@ format: venv
 
 test: venv lint
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS) tests
+
+# The embedded demo: builds synthetic_av on first use (into ~/.cache/avsf_jax/datasets, or
+# $$AVSF_DATA_DIR), trains a small AVSlowFast on CPU, evaluates it with every view, exports
+# it, and evaluates the export (which must reproduce the numbers).
+demo: venv
+	$(BIN)/python -m avsf_jax.main --config=configs/demo.py --workdir=$(DEMO_DIR)/avslowfast
+	$(BIN)/python -m avsf_jax.export --workdir=$(DEMO_DIR)/avslowfast \
+	  --output=$(DEMO_DIR)/avslowfast_export --overwrite
+	$(BIN)/python -m avsf_jax.evaluate --config=configs/demo.py \
+	  --export=$(DEMO_DIR)/avslowfast_export --output=$(DEMO_DIR)/avslowfast_export_eval.json
 
 clean:
 	rm -rf $(VENV) demo_run .pytest_cache

@@ -25,12 +25,6 @@ from avsf_jax import evaluators, export, plots, train
 from avsf_jax import mesh as mesh_lib
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Config file, optionally with :variant.')
-flags.DEFINE_string('workdir', None, 'Training workdir: evaluate its newest checkpoint.')
-flags.DEFINE_string('export', None, 'Export directory (avsf_jax.export) to evaluate instead.')
-flags.DEFINE_string('output', None, 'Results JSON file to write.')
-flags.DEFINE_bool('single_view', False, 'Score only the centre view of each video.')
-flags.mark_flags_as_required(['config', 'output'])
 
 
 def _progress(total_videos: int, batch: int):
@@ -155,5 +149,17 @@ def main(argv):
     print(json.dumps(headline))
 
 
+def define_flags() -> None:
+  """The command line's flags; defined only when run as a program, because this module is
+  also imported as a library (absl flags are process-global)."""
+  config_flags.DEFINE_config_file('config', None, 'Config file, optionally with :variant.')
+  flags.DEFINE_string('workdir', None, 'Training workdir: evaluate its newest checkpoint.')
+  flags.DEFINE_string('export', None, 'Export directory (avsf_jax.export) to evaluate instead.')
+  flags.DEFINE_string('output', None, 'Results JSON file to write.')
+  flags.DEFINE_bool('single_view', False, 'Score only the centre view of each video.')
+  flags.mark_flags_as_required(['config', 'output'])
+
+
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -4,6 +4,7 @@ import importlib.util
 import os
 import pathlib
 
+import jax
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -25,3 +26,18 @@ def load_config(spec: str):
 @pytest.fixture
 def config_loader():
   return load_config
+
+
+@pytest.fixture(scope='session', autouse=True)
+def compilation_cache(tmp_path_factory):
+  """One persistent XLA compilation cache for the whole run, shared by the pytest-xdist
+  workers (their base temp dirs share a parent) and by the subprocesses tests start, so
+  the same train step or model is compiled once per run rather than once per process."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent
+  cache = str(root / 'jax_cache')
+  jax.config.update('jax_compilation_cache_dir', cache)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+  return cache

@@ -26,15 +26,6 @@ from absl import app, flags
 from ml_collections import config_flags
 from PIL import Image
 
-_SUITE = flags.DEFINE_string('suite', 'input', 'Which suite to run: one of SUITES.')
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (with :variant).')
-_JSON = flags.DEFINE_bool('json', False, 'Print one JSON object instead of text.')
-_NUM_VIDEOS = flags.DEFINE_integer('num_videos', 6, 'Generated videos (input suite).')
-_NUM_CLIPS = flags.DEFINE_integer('num_clips', 96, 'Timed clips per method (input suite).')
-_WORKDIR = flags.DEFINE_string(
-  'workdir', None, 'Where to put generated data (default: a temp dir).'
-)
-
 _WIDTH, _HEIGHT, _FPS, _SECONDS, _RATE = 568, 320, 30, 10.0, 44100
 
 
@@ -145,10 +136,10 @@ def input_suite(config) -> dict:
   from avsf_jax.input import audio, builders, pipeline
 
   pipeline.hide_accelerators_from_tf()
-  workdir = _WORKDIR.value or tempfile.mkdtemp(prefix='avsf_bench_')
+  workdir = flags.FLAGS.workdir or tempfile.mkdtemp(prefix='avsf_bench_')
   manual_dir, data_dir = os.path.join(workdir, 'raw'), os.path.join(workdir, 'data')
   if not os.path.exists(os.path.join(manual_dir, 'train.csv')):
-    _write_source_videos(manual_dir, _NUM_VIDEOS.value)
+    _write_source_videos(manual_dir, flags.FLAGS.num_videos)
   paths = sorted(
     os.path.join(d, f) for d, _, fs in os.walk(manual_dir) for f in fs if f.endswith('.mp4')
   )
@@ -161,7 +152,7 @@ def input_suite(config) -> dict:
   options = tf.data.Options()
   options.threading.private_threadpool_size = 1
   options.threading.max_intra_op_parallelism = 1
-  num_clips = _NUM_CLIPS.value
+  num_clips = flags.FLAGS.num_clips
   dataset = pipeline.make_train_dataset(config, seed=0).with_options(options)
   iterator = dataset.as_numpy_iterator()
   next(iterator)  # warm-up: tracing, file opening
@@ -204,24 +195,17 @@ def _cpu_name() -> str:
   return 'unknown'
 
 
-_BATCH = flags.DEFINE_integer('batch_per_device', 8, 'Clips per device (model/reference).')
-_CROP = flags.DEFINE_integer('crop_size', 224, 'Square view size (model/reference).')
-_DTYPES = flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Compute dtypes (model).')
-_STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps (model/reference).')
-_PEAK = flags.DEFINE_float('peak_tflops', None, 'Peak TFLOP/s per device for MFU.')
-
-
 def model_suite(config) -> dict:
   """Training-step and inference clips/s, compile time, memory, GFLOPs and MFU."""
   from avsf_jax import benchmarking  # noqa: PLC0415 - keeps the input suite free of JAX
 
   result = benchmarking.model_suite(
     config,
-    batch_per_device=_BATCH.value,
-    crop=_CROP.value,
-    dtypes=tuple(_DTYPES.value),
-    steps=_STEPS.value,
-    peak_tflops=_PEAK.value,
+    batch_per_device=flags.FLAGS.batch_per_device,
+    crop=flags.FLAGS.crop_size,
+    dtypes=tuple(flags.FLAGS.dtypes),
+    steps=flags.FLAGS.steps,
+    peak_tflops=flags.FLAGS.peak_tflops,
   )
   result['cpu'] = _cpu_name()
   return benchmarking.as_numpy_free(result)
@@ -237,9 +221,9 @@ def reference_suite(config, ours: dict | None = None) -> dict:
     ours = model_suite(config)
   result = benchmarking.reference_suite(
     config,
-    batch=_BATCH.value * jax.device_count(),
-    crop=_CROP.value,
-    steps=max(2, _STEPS.value // 2),
+    batch=flags.FLAGS.batch_per_device * jax.device_count(),
+    crop=flags.FLAGS.crop_size,
+    steps=max(2, flags.FLAGS.steps // 2),
     ours=ours,
   )
   return benchmarking.as_numpy_free({'model': ours, 'reference': result})
@@ -260,16 +244,33 @@ SUITES = {
 
 def main(argv):
   del argv
-  if _SUITE.value not in SUITES:
-    raise app.UsageError(f'--suite={_SUITE.value}: one of {sorted(SUITES)}')
-  result = SUITES[_SUITE.value](_CONFIG.value)
-  if _JSON.value:
+  if flags.FLAGS.suite not in SUITES:
+    raise app.UsageError(f'--suite={flags.FLAGS.suite}: one of {sorted(SUITES)}')
+  result = SUITES[flags.FLAGS.suite](flags.FLAGS.config)
+  if flags.FLAGS.json:
     print(json.dumps(result))
   else:
     for key, value in result.items():
       print(f'{key}: {value}')
 
 
+def define_flags() -> None:
+  """The command line's flags; defined only when run as a program, because this module is
+  also imported as a library (absl flags are process-global)."""
+  flags.DEFINE_string('suite', 'input', 'Which suite to run: one of SUITES.')
+  config_flags.DEFINE_config_file('config', None, 'Config file (with :variant).')
+  flags.DEFINE_bool('json', False, 'Print one JSON object instead of text.')
+  flags.DEFINE_integer('num_videos', 6, 'Generated videos (input suite).')
+  flags.DEFINE_integer('num_clips', 96, 'Timed clips per method (input suite).')
+  flags.DEFINE_string('workdir', None, 'Where to put generated data (default: a temp dir).')
+  flags.DEFINE_integer('batch_per_device', 8, 'Clips per device (model/reference).')
+  flags.DEFINE_integer('crop_size', 224, 'Square view size (model/reference).')
+  flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Compute dtypes (model).')
+  flags.DEFINE_integer('steps', 10, 'Timed steps (model/reference).')
+  flags.DEFINE_float('peak_tflops', None, 'Peak TFLOP/s per device for MFU.')
+
+
 if __name__ == '__main__':
+  define_flags()
   flags.mark_flags_as_required(['config'])
   app.run(main)

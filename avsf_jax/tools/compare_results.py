@@ -26,13 +26,6 @@ from absl import app, flags
 
 from avsf_jax import plots
 
-_A = flags.DEFINE_string('a', None, 'Result JSON of model A (the baseline).')
-_B = flags.DEFINE_string('b', None, 'Result JSON of model B.')
-_OUTPUT = flags.DEFINE_string('output', None, 'Output PNG.')
-_LABEL_A = flags.DEFINE_string('label_a', 'A', 'Name of model A in the chart.')
-_LABEL_B = flags.DEFINE_string('label_b', 'B', 'Name of model B in the chart.')
-_TOP = flags.DEFINE_integer('top', 20, 'How many gains and how many losses to show.')
-
 # Per-class keys in the order they are looked for, and how each is named in the chart.
 PER_CLASS_KEYS = {'per_class_top1': 'top-1 accuracy (%)', 'per_class_ap': 'AP (%)'}
 _HEADLINE_KEYS = ('top1', 'top5', 'mAP', 'num_examples')
@@ -145,16 +138,37 @@ def compare(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  missing = [f'--{f.name}' for f in (_A, _B, _OUTPUT) if not f.value]
+  missing = [f'--{name}' for name in ('a', 'b', 'output') if not flags.FLAGS[name].value]
   if missing:
     sys.exit(
       f'compare_results: {", ".join(missing)} required (--a=A.json --b=B.json --output=X.png)'
     )
   try:
-    print(compare(_A.value, _B.value, _OUTPUT.value, _LABEL_A.value, _LABEL_B.value, _TOP.value))
+    print(
+      compare(
+        flags.FLAGS.a,
+        flags.FLAGS.b,
+        flags.FLAGS.output,
+        flags.FLAGS.label_a,
+        flags.FLAGS.label_b,
+        flags.FLAGS.top,
+      )
+    )
   except (OSError, ValueError) as e:
     sys.exit(f'compare_results: {e}')
 
 
+def define_flags() -> None:
+  """The command line's flags; defined only when run as a program, because this module is
+  also imported as a library (absl flags are process-global)."""
+  flags.DEFINE_string('a', None, 'Result JSON of model A (the baseline).')
+  flags.DEFINE_string('b', None, 'Result JSON of model B.')
+  flags.DEFINE_string('output', None, 'Output PNG.')
+  flags.DEFINE_string('label_a', 'A', 'Name of model A in the chart.')
+  flags.DEFINE_string('label_b', 'B', 'Name of model B in the chart.')
+  flags.DEFINE_integer('top', 20, 'How many gains and how many losses to show.')
+
+
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -22,16 +22,6 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (with :variant).')
-_SOURCE = flags.DEFINE_enum('source', None, ['pytorchvideo', 'pyslowfast', 'caffe2'], 'Format.')
-_INPUT = flags.DEFINE_string('input', None, 'Checkpoint file (.pyth / .pt / .pkl).')
-_OUTPUT = flags.DEFINE_string('output', None, 'Export directory to write.')
-_ALLOW_PARTIAL = flags.DEFINE_bool('allow_partial', False, 'Convert despite missing tensors.')
-_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an existing export.')
-_CLASS_NAMES = flags.DEFINE_string(
-  'class_names', None, 'Text file with one class name per line (default: from the dataset).'
-)
-
 DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / 'data'
 
 
@@ -88,29 +78,44 @@ def convert_file(config, source: str, input_path: str, *, allow_partial: bool = 
 
 def main(argv):
   del argv
-  for name, value in (('config', _CONFIG.value), ('source', _SOURCE.value)):
+  for name, value in (('config', flags.FLAGS.config), ('source', flags.FLAGS.source)):
     if value is None:
       sys.exit(f'convert_checkpoint: --{name} is required')
-  if not _INPUT.value or not _OUTPUT.value:
+  if not flags.FLAGS.input or not flags.FLAGS.output:
     sys.exit('convert_checkpoint: --input and --output are required')
   from avsf_jax import export  # noqa: PLC0415
 
-  config = _CONFIG.value
+  config = flags.FLAGS.config
   variables, report = convert_file(
-    config, _SOURCE.value, _INPUT.value, allow_partial=_ALLOW_PARTIAL.value
+    config, flags.FLAGS.source, flags.FLAGS.input, allow_partial=flags.FLAGS.allow_partial
   )
   logging.info('%s', report.summary())
   print(report.summary())
   path = export.write_from_config(
-    _OUTPUT.value,
+    flags.FLAGS.output,
     config,
     variables,
-    class_names_for(config, _CLASS_NAMES.value),
-    extra_metadata={'converted_from': {'source': _SOURCE.value, 'file': _INPUT.value}},
-    overwrite=_OVERWRITE.value,
+    class_names_for(config, flags.FLAGS.class_names),
+    extra_metadata={'converted_from': {'source': flags.FLAGS.source, 'file': flags.FLAGS.input}},
+    overwrite=flags.FLAGS.overwrite,
   )
   print(f'wrote {path}')
 
 
+def define_flags() -> None:
+  """The command line's flags; defined only when run as a program, because this module is
+  also imported as a library (absl flags are process-global)."""
+  config_flags.DEFINE_config_file('config', None, 'Config file (with :variant).')
+  flags.DEFINE_enum('source', None, ['pytorchvideo', 'pyslowfast', 'caffe2'], 'Format.')
+  flags.DEFINE_string('input', None, 'Checkpoint file (.pyth / .pt / .pkl).')
+  flags.DEFINE_string('output', None, 'Export directory to write.')
+  flags.DEFINE_bool('allow_partial', False, 'Convert despite missing tensors.')
+  flags.DEFINE_bool('overwrite', False, 'Replace an existing export.')
+  flags.DEFINE_string(
+    'class_names', None, 'Text file with one class name per line (default: from the dataset).'
+  )
+
+
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

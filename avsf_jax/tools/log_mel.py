@@ -12,9 +12,6 @@ from absl import app, flags
 
 from avsf_jax.input import config as input_config
 
-_INPUT = flags.DEFINE_string('input', None, 'Audio or video file.')
-_OUTPUT = flags.DEFINE_string('output', None, 'Output .npy file.')
-
 
 def compute(path: str, audio_config=None) -> np.ndarray:
   """(frames, num_mel_bins) float32 natural-log mel spectrogram of the file's first audio stream."""
@@ -30,11 +27,19 @@ def compute(path: str, audio_config=None) -> np.ndarray:
 
 def main(argv):
   del argv
-  spectrogram = compute(_INPUT.value)
-  np.save(_OUTPUT.value, spectrogram)
-  print(f'{_OUTPUT.value}: {spectrogram.shape[0]} frames x {spectrogram.shape[1]} mel bins')
+  spectrogram = compute(flags.FLAGS.input)
+  np.save(flags.FLAGS.output, spectrogram)
+  print(f'{flags.FLAGS.output}: {spectrogram.shape[0]} frames x {spectrogram.shape[1]} mel bins')
+
+
+def define_flags() -> None:
+  """The command line's flags; defined only when run as a program, because this module is
+  also imported as a library (absl flags are process-global)."""
+  flags.DEFINE_string('input', None, 'Audio or video file.')
+  flags.DEFINE_string('output', None, 'Output .npy file.')
 
 
 if __name__ == '__main__':
+  define_flags()
   flags.mark_flags_as_required(['input', 'output'])
   app.run(main)

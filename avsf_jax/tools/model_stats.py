@@ -19,10 +19,6 @@ from ml_collections import config_flags
 from avsf_jax import models
 from avsf_jax.models import stats
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (with :variant).')
-_CROP = flags.DEFINE_integer('crop_size', 256, 'Spatial size of the (square) view.')
-_JSON = flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
-
 _ORDER = ('slow', 'fast', 'audio', 'fast_to_slow', 'audio_fusion', 'avs', 'head', 'other')
 
 
@@ -55,11 +51,20 @@ def format_table(result: dict) -> str:
 
 def main(argv):
   del argv
-  if _CONFIG.value is None:
+  if flags.FLAGS.config is None:
     sys.exit('model_stats: --config=CONFIG_FILE[:variant] is required')
-  result = compute(_CONFIG.value, _CROP.value)
-  print(json.dumps(result, sort_keys=True) if _JSON.value else format_table(result))
+  result = compute(flags.FLAGS.config, flags.FLAGS.crop_size)
+  print(json.dumps(result, sort_keys=True) if flags.FLAGS.json else format_table(result))
+
+
+def define_flags() -> None:
+  """The command line's flags; defined only when run as a program, because this module is
+  also imported as a library (absl flags are process-global)."""
+  config_flags.DEFINE_config_file('config', None, 'Config file (with :variant).')
+  flags.DEFINE_integer('crop_size', 256, 'Spatial size of the (square) view.')
+  flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

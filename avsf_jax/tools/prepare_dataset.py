@@ -16,23 +16,6 @@ import os
 
 from absl import app, flags
 
-_DATASET = flags.DEFINE_string(
-  'dataset',
-  None,
-  'kinetics400, kinetics600, kinetics_sounds, charades, epic_kitchens, synthetic_av.',
-)
-_MANUAL_DIR = flags.DEFINE_string(
-  'manual_dir', None, 'Folder with the raw videos and annotation files.'
-)
-_DATA_DIR = flags.DEFINE_string(
-  'data_dir', None, 'Output root (default: $AVSF_DATA_DIR or ~/.cache/avsf_jax/datasets).'
-)
-_SHORT_SIDE = flags.DEFINE_integer('short_side', 320, 'Short side of the stored frames (pixels).')
-_SKIP_NO_AUDIO = flags.DEFINE_bool(
-  'skip_no_audio', False, 'Skip videos without audio instead of keeping them silent.'
-)
-_WORKERS = flags.DEFINE_integer('num_workers', None, 'Decoding processes (default: all cores).')
-
 
 def prepare(
   dataset: str,
@@ -72,12 +55,12 @@ def main(argv):
   from avsf_jax.input import pipeline
 
   summary = prepare(
-    _DATASET.value,
-    _MANUAL_DIR.value,
-    _DATA_DIR.value or pipeline.default_data_dir(),
-    short_side=_SHORT_SIDE.value,
-    skip_no_audio=_SKIP_NO_AUDIO.value,
-    num_workers=_WORKERS.value,
+    flags.FLAGS.dataset,
+    flags.FLAGS.manual_dir,
+    flags.FLAGS.data_dir or pipeline.default_data_dir(),
+    short_side=flags.FLAGS.short_side,
+    skip_no_audio=flags.FLAGS.skip_no_audio,
+    num_workers=flags.FLAGS.num_workers,
   )
   if summary['already_prepared']:
     print(f'{summary["data_dir"]} is already prepared; delete it to rebuild')
@@ -89,6 +72,26 @@ def main(argv):
   )
 
 
+def define_flags() -> None:
+  """The command line's flags; defined only when run as a program, because this module is
+  also imported as a library (absl flags are process-global)."""
+  flags.DEFINE_string(
+    'dataset',
+    None,
+    'kinetics400, kinetics600, kinetics_sounds, charades, epic_kitchens, synthetic_av.',
+  )
+  flags.DEFINE_string('manual_dir', None, 'Folder with the raw videos and annotation files.')
+  flags.DEFINE_string(
+    'data_dir', None, 'Output root (default: $AVSF_DATA_DIR or ~/.cache/avsf_jax/datasets).'
+  )
+  flags.DEFINE_integer('short_side', 320, 'Short side of the stored frames (pixels).')
+  flags.DEFINE_bool(
+    'skip_no_audio', False, 'Skip videos without audio instead of keeping them silent.'
+  )
+  flags.DEFINE_integer('num_workers', None, 'Decoding processes (default: all cores).')
+
+
 if __name__ == '__main__':
+  define_flags()
   flags.mark_flags_as_required(['dataset', 'manual_dir'])
   app.run(main)

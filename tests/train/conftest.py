@@ -11,20 +11,10 @@ import subprocess
 import sys
 import time
 
-import jax
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY_CONFIG = pathlib.Path(__file__).resolve().parent / 'tiny_config.py'
-
-
-@pytest.fixture(scope='session', autouse=True)
-def compilation_cache(tmp_path_factory):
-  cache = str(tmp_path_factory.getbasetemp() / 'jax_cache')
-  jax.config.update('jax_compilation_cache_dir', cache)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-  return cache
 
 
 @pytest.fixture

@@ -60,7 +60,9 @@ def test_export_predicts_like_the_checkpoint_and_evaluates_identically(trained, 
   assert results['top1'] == final['top1'] and results['top5'] == final['top5']
 
 
-def test_export_reloads_in_a_fresh_process_without_training_code(trained, tmp_path):
+def test_export_reloads_in_a_fresh_process_without_training_code(
+  trained, tmp_path, compilation_cache
+):
   config, workdir, _ = trained
   out = tmp_path / 'export'
   export.export_workdir(config, str(workdir), str(out))
@@ -73,7 +75,7 @@ def test_export_reloads_in_a_fresh_process_without_training_code(trained, tmp_pa
   result = subprocess.run(
     [sys.executable, '-c', code, str(out)],
     cwd=ROOT,
-    env=subprocess_env('', devices=1),
+    env=subprocess_env(compilation_cache, devices=1),
     capture_output=True,
     text=True,
     timeout=300,
@@ -102,9 +104,9 @@ def test_interrupted_export_leaves_nothing_behind(trained, tmp_path, monkeypatch
   assert (out / 'metadata.json').read_text() == before
 
 
-def test_command_lines_write_results_scores_plot_and_export(trained, tmp_path):
+def test_command_lines_write_results_scores_plot_and_export(trained, tmp_path, compilation_cache):
   _, workdir, final = trained
-  env = subprocess_env('', devices=1)
+  env = subprocess_env(compilation_cache, devices=1)
   output = tmp_path / 'results.json'
   evaluation = subprocess.run(
     [
@@ -138,3 +140,23 @@ def test_command_lines_write_results_scores_plot_and_export(trained, tmp_path):
   )
   assert exported.returncode == 0, exported.stderr[-3000:]
   assert pathlib.Path(tmp_path / 'e' / 'predict.jaxexport').is_file()
+
+
+def test_extract_features_per_video_and_view(trained, tmp_path):
+  config, workdir, _ = trained
+  from avsf_jax.tools import extract_features  # noqa: PLC0415
+
+  out = tmp_path / 'export'
+  export.export_workdir(config, str(workdir), str(out))
+  variables = export.load(out).variables
+  feats = extract_features.extract(config, variables, multi_view=True, stage='slow_res4')
+  views = config.input.num_temporal_views * config.input.num_spatial_views
+  assert feats['slow'].shape == (12, views, 256)  # slow_width 8 -> res5 has 8 * 32 channels
+  assert feats['fast'].shape == (12, views, 64)
+  assert feats['audio'].shape == (12, views, 128)
+  assert feats['slow_res4'].shape == (12, views, 128)
+  np.testing.assert_array_equal(np.sort(feats['video_index']), np.arange(12))
+  # The classifier applied to the pooled features gives the logits: they are what it sees.
+  fc = variables['params']['head']['fc']
+  pooled = np.concatenate([feats['slow'], feats['fast'], feats['audio']], axis=-1)
+  np.testing.assert_allclose(pooled @ fc['kernel'] + fc['bias'], feats['logits'], atol=1e-4)

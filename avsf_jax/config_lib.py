@@ -17,6 +17,9 @@ def base_config() -> ml_collections.ConfigDict:
   """Every section at its default: AVSlowFast 4x16 R50 on Kinetics-400."""
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # An export directory (avsf_jax.export or tools.convert_checkpoint) to fine-tune from:
+  # every matching tensor is loaded, a classifier of another class count is re-initialised.
+  config.init_from = ''
   config.model = presets.default_model_config()
   config.input = input_config.input_config()
   config.audio = input_config.audio_config()

@@ -282,7 +282,27 @@ class Trainer:
     )
 
   def initial_state(self) -> train_state.TrainState:
-    return self._init(self.init_rng)
+    """A fresh state, with every matching tensor of `config.init_from` (an export) loaded.
+
+    With `init_from`, parameters and BN statistics whose path and shape match the export's
+    are taken from it; the rest (a classifier for another class count, say) keep their fresh
+    initialisation, and the log says which. Optimizer state starts from zero either way.
+    """
+    state = self._init(self.init_rng)
+    source = self.config.get('init_from')
+    if not source:
+      return state
+    from avsf_jax import init_from  # noqa: PLC0415
+
+    merged, report = init_from.load(source, jax.device_get(state.variables()))
+    self.init_report = report.summary(source)
+    logging.info('%s', self.init_report)
+    if jax.process_index() == 0:
+      print(self.init_report)
+    return state.replace(
+      params=jax.device_put(merged['params'], self.state_sharding.params),
+      batch_stats=jax.device_put(merged.get('batch_stats', {}), self.state_sharding.batch_stats),
+    )
 
   def _global(self, iterator):
     for local in iterator:

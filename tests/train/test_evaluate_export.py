@@ -160,3 +160,26 @@ def test_extract_features_per_video_and_view(trained, tmp_path):
   fc = variables['params']['head']['fc']
   pooled = np.concatenate([feats['slow'], feats['fast'], feats['audio']], axis=-1)
   np.testing.assert_allclose(pooled @ fc['kernel'] + fc['bias'], feats['logits'], atol=1e-4)
+
+
+def test_fine_tuning_from_an_export_loads_matching_tensors(trained, tmp_path):
+  config, workdir, _ = trained
+  out = tmp_path / 'export'
+  export.export_workdir(config, str(workdir), str(out))
+  pretrained = export.load(out).variables
+  fine_tune = config.copy_and_resolve_references()
+  fine_tune.init_from = str(out)
+  fine_tune.model.num_classes = 3
+  trainer = train.Trainer(fine_tune, str(tmp_path / 'fine_tune'))
+  state = trainer.initial_state()
+  np.testing.assert_array_equal(
+    state.params['slow_res3']['block0']['conv_b']['conv']['kernel'],
+    pretrained['params']['slow_res3']['block0']['conv_b']['conv']['kernel'],
+  )
+  np.testing.assert_array_equal(
+    state.batch_stats['audio_stem_bn']['var'], pretrained['batch_stats']['audio_stem_bn']['var']
+  )
+  assert state.params['head']['fc']['kernel'].shape[-1] == 3
+  assert (
+    'params/head/fc/kernel' in trainer.init_report and 'freshly initialised' in trainer.init_report
+  )

@@ -87,13 +87,7 @@ def _bench_config(config, *, dtype: str, batch: int, crop: int) -> Any:
 def model_macs(config, crop: int) -> int:
   """Multiply-adds of one clip's forward pass at `crop` for `config.model`."""
   model = models.build_model(config.model)
-  inputs = models.example_inputs(
-    model,
-    num_frames=config.input.num_frames,
-    crop_size=crop,
-    audio_frames=config.audio.num_frames,
-    mel_bins=config.audio.num_mel_bins,
-  )
+  inputs = models.inputs_for(model, config, crop_size=crop)
   shapes = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in inputs.items()}
   return stats.count_macs(model, stats.abstract_variables(model, shapes), shapes)['total']
 

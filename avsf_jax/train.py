@@ -48,14 +48,7 @@ def create_train_state(
   model: models.AVSlowFast, tx: optax.GradientTransformation, config, rng: jax.Array
 ) -> train_state.TrainState:
   """Initial state (call under jit with out_shardings to create it already sharded)."""
-  inputs = models.example_inputs(
-    model,
-    batch=1,
-    num_frames=config.input.num_frames,
-    crop_size=config.input.crop_size,
-    audio_frames=config.audio.num_frames,
-    mel_bins=config.audio.num_mel_bins,
-  )
+  inputs = models.inputs_for(model, config)
   params_rng, dropout_rng = jax.random.split(rng)
   variables = model.init({'params': params_rng, 'dropout': dropout_rng}, inputs, train=False)
   params = variables['params']

@@ -55,3 +55,18 @@ def example_inputs(
     'audio': (batch, audio_frames, mel_bins, 1),
   }
   return {p: jnp.zeros(shapes[p], dtype) for p in model.pathways}
+
+
+def inputs_for(
+  model: AVSlowFast, config: Any, *, crop_size: int | None = None, batch: int = 1
+) -> dict[str, jax.Array]:
+  """`example_inputs` with the clip geometry of a full experiment config (its `input` and
+  `audio` sections); `crop_size` defaults to the training crop."""
+  return example_inputs(
+    model,
+    batch=batch,
+    num_frames=config.input.num_frames,
+    crop_size=crop_size or config.input.crop_size,
+    audio_frames=config.audio.num_frames,
+    mel_bins=config.audio.num_mel_bins,
+  )

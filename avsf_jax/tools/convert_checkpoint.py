@@ -53,13 +53,7 @@ def convert_file(config, source: str, input_path: str, *, allow_partial: bool = 
   if source == 'caffe2' or (source == 'pyslowfast' and input_path.endswith('.pkl')):
     state = convert.caffe2_state(state)
   model = models.build_model(config.model)
-  inputs = models.example_inputs(
-    model,
-    num_frames=config.input.num_frames,
-    crop_size=config.input.crop_size,
-    audio_frames=config.audio.num_frames,
-    mel_bins=config.audio.num_mel_bins,
-  )
+  inputs = models.inputs_for(model, config)
   abstract = stats.abstract_variables(model, inputs)
   fallback = None
   if allow_partial:

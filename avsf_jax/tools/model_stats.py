@@ -25,13 +25,7 @@ _ORDER = ('slow', 'fast', 'audio', 'fast_to_slow', 'audio_fusion', 'avs', 'head'
 def compute(config, crop_size: int = 256) -> dict:
   """The stats dict of `models.stats.model_stats` for `config`'s model, plus the view."""
   model = models.build_model(config.model)
-  inputs = models.example_inputs(
-    model,
-    num_frames=config.input.num_frames,
-    crop_size=crop_size,
-    audio_frames=config.audio.num_frames,
-    mel_bins=config.audio.num_mel_bins,
-  )
+  inputs = models.inputs_for(model, config, crop_size=crop_size)
   result = stats.model_stats(model, inputs)
   result['view'] = {k: list(v.shape) for k, v in inputs.items()}
   return result

@@ -128,11 +128,7 @@ def main(argv):
     raise app.UsageError('Too many command-line arguments.')
   if (FLAGS.workdir is None) == (FLAGS.export is None):
     raise app.UsageError('give exactly one of --workdir and --export')
-  if train.data_source(FLAGS.config) is not train.fake_data:
-    from avsf_jax.input import pipeline  # noqa: PLC0415
-
-    pipeline.hide_accelerators_from_tf()
-  mesh_lib.maybe_initialize_distributed()
+  mesh_lib.prepare_process()
   multi_view = not FLAGS.single_view
   if FLAGS.workdir:
     results, per_video, names = evaluate_workdir(FLAGS.config, FLAGS.workdir, multi_view=multi_view)

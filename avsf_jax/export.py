@@ -253,17 +253,12 @@ def main(argv):
   from absl import app, flags  # noqa: PLC0415
 
   from avsf_jax import mesh as mesh_lib  # noqa: PLC0415
-  from avsf_jax import train  # noqa: PLC0415
 
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
   args = flags.FLAGS
   config = args.config if args.config is not None else config_from_workdir(args.workdir)
-  if train.data_source(config) is not train.fake_data:
-    from avsf_jax.input import pipeline  # noqa: PLC0415
-
-    pipeline.hide_accelerators_from_tf()
-  mesh_lib.maybe_initialize_distributed()
+  mesh_lib.prepare_process()
   if jax.process_count() > 1 and config.mesh.param_sharding != 'replicated':
     raise app.UsageError('export: gather FSDP-sharded parameters first (export on one host)')
   try:

@@ -25,19 +25,10 @@ config_flags.DEFINE_config_file(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def _hide_accelerators_from_tensorflow() -> None:
-  """tf.data and TensorBoard summaries must not claim GPU/TPU memory that JAX needs."""
-  import tensorflow as tf  # noqa: PLC0415
-
-  tf.config.set_visible_devices([], 'GPU')
-  tf.config.set_visible_devices([], 'TPU')
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
-  _hide_accelerators_from_tensorflow()
-  mesh_lib.maybe_initialize_distributed()
+  mesh_lib.prepare_process()
   logging.info(
     'Process %d of %d; %d local / %d global devices (%s).',
     jax.process_index(),

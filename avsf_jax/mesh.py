@@ -19,6 +19,24 @@ from jax.sharding import PartitionSpec as P
 DATA = 'data'
 
 
+def hide_accelerators_from_tensorflow() -> None:
+  """Keeps TensorFlow (tf.data, clu's summary writers) off GPUs/TPUs so that JAX owns them."""
+  import tensorflow as tf  # noqa: PLC0415 - only entry points call this
+
+  for kind in ('GPU', 'TPU'):
+    try:
+      tf.config.set_visible_devices([], kind)
+    except (RuntimeError, ValueError):
+      pass  # already initialised, or no such device type
+
+
+def prepare_process() -> None:
+  """What every entry point does first: TensorFlow off the accelerators, then
+  `jax.distributed` when several processes run the same command."""
+  hide_accelerators_from_tensorflow()
+  maybe_initialize_distributed()
+
+
 def maybe_initialize_distributed() -> None:
   """`jax.distributed.initialize()` where several processes take part.
 

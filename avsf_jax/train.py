@@ -25,6 +25,7 @@ from avsf_jax import (
   losses,
   models,
   optim,
+  plots,
   precise_bn,
   train_state,
 )
@@ -176,25 +177,6 @@ def _write_json(path: str, data: Any) -> None:
   with open(tmp, 'w') as f:
     json.dump(data, f, indent=2)
   os.replace(tmp, path)
-
-
-def _plot_per_class(path: str, results: dict[str, Any], class_names) -> None:
-  import matplotlib  # noqa: PLC0415
-
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt  # noqa: PLC0415
-
-  values = results['per_class_top1']
-  names = list(class_names) if class_names is not None else [str(i) for i in range(len(values))]
-  fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(values)), 3.5))
-  ax.bar(range(len(values)), values)
-  ax.set_xticks(range(len(values)), names, rotation=90, fontsize=7)
-  ax.set_ylim(0, 100)
-  ax.set_ylabel('top-1 (%)')
-  ax.set_title(f'per-class top-1, overall {results["top1"]:.1f}%')
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
 
 
 class Trainer:
@@ -478,7 +460,12 @@ def _run(trainer, config, workdir, writer, checkpointer, watcher):
     _write_json(path, results)
     logging.info('Final evaluation at step %d: %s', step, _scalars('final', results))
     if 'per_class_top1' in results:
-      _plot_per_class(os.path.join(workdir, 'per_class_top1.png'), results, results['class_names'])
+      plots.plot_per_class(
+        results['per_class_top1'],
+        results['class_names'],
+        os.path.join(workdir, 'per_class_top1.png'),
+        title=f'per-class top-1, overall {results["top1"]:.1f}%',
+      )
   return results
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from array_record.python import array_record_data_source
 
+from avsf_jax import mesh
 from avsf_jax.input import audio as audio_lib
 from avsf_jax.input import builders, ops
 
@@ -38,11 +39,7 @@ def default_data_dir() -> str:
 
 def hide_accelerators_from_tf() -> None:
   """Keeps TensorFlow off GPUs/TPUs so that JAX owns them."""
-  for kind in ('GPU', 'TPU'):
-    try:
-      tf.config.set_visible_devices([], kind)
-    except (RuntimeError, ValueError):
-      pass  # already initialised or no such device type
+  mesh.hide_accelerators_from_tensorflow()
 
 
 def get_builder(config) -> builders.VideoBuilder:

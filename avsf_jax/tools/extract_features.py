@@ -20,6 +20,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from avsf_jax import export, models, train
+from avsf_jax import mesh as mesh_lib
 
 FLAGS = flags.FLAGS
 
@@ -75,10 +76,7 @@ def main(argv):
   if jax.process_count() > 1:
     raise app.UsageError('extract_features runs in one process')
   config = FLAGS.config
-  if train.data_source(config) is not train.fake_data:
-    from avsf_jax.input import pipeline  # noqa: PLC0415
-
-    pipeline.hide_accelerators_from_tf()
+  mesh_lib.prepare_process()
   if FLAGS.export:
     variables = export.load(FLAGS.export).variables
   else:

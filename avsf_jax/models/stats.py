@@ -2,7 +2,9 @@
 
 FLOPs follow the papers' convention: multiply-adds of convolutions and matrix products
 (fvcore's convention, used for every GFLOPs figure of SlowFast and AVSlowFast), counted from
-the model's jaxpr, so they are exactly what the module computes for the given input shapes.
+the model's jaxpr, so they are exactly what the module computes for the given input shapes
+(with each convolution counted as itself, not as the cheaper-on-CPU form `layers.Conv` may
+run it in).
 Element-wise ops (BN, ReLU, pooling, softmax) are not counted, as in the papers.
 Nothing is compiled or run: both counts work from abstract shapes.
 """
@@ -16,6 +18,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
+
+from avsf_jax.models import layers
 
 # Top-level module name prefix -> reporting group.
 _GROUPS = (
@@ -98,7 +102,8 @@ def count_macs(model: nn.Module, variables: Any, inputs: Mapping[str, Any]) -> d
   def forward(variables, inputs):
     return model.apply(variables, inputs, train=False)
 
-  closed = jax.make_jaxpr(forward)(variables, inputs)
+  with layers.plain_convolutions():
+    closed = jax.make_jaxpr(forward)(variables, inputs)
   counts: dict[str, int] = collections.Counter()
   _walk(closed.jaxpr, '', counts)
   counts['total'] = sum(counts.values())

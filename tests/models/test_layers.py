@@ -176,19 +176,26 @@ def test_nonlocal_matches_a_numpy_reference():
 
 
 @pytest.mark.parametrize(
-  'kernel,strides',
+  'kernel,strides,frames',
   [
-    ((1, 3, 3), (1, 2, 2)),
-    ((1, 1, 1), (1, 1, 1)),
-    ((3, 1, 1), (1, 1, 1)),
-    ((5, 1, 1), (8, 1, 1)),
-    ((5, 7, 7), (1, 2, 2)),
-    ((3, 3, 3), (2, 2, 2)),
+    ((1, 3, 3), (1, 2, 2), 16),
+    ((1, 1, 1), (1, 1, 1), 16),
+    ((3, 1, 1), (1, 1, 1), 16),
+    ((4, 1, 1), (1, 1, 1), 9),
+    ((7, 1, 1), (1, 1, 1), 3),
+    ((5, 1, 1), (8, 1, 1), 16),
+    ((5, 7, 7), (1, 2, 2), 16),
+    ((5, 7, 7), (1, 2, 2), 2),
+    ((3, 3, 3), (1, 1, 1), 5),
+    ((4, 3, 3), (1, 2, 2), 7),
+    ((2, 3, 3), (1, 1, 1), 6),
+    ((3, 3, 3), (2, 2, 2), 16),
   ],
 )
-def test_video_conv_lowerings_equal_a_3d_convolution(kernel, strides):
-  """The frames-as-batch and shifted-matmul lowerings compute the 3-D convolution exactly."""
-  x = _normal((2, 16, 6, 6, 5))
+def test_video_conv_lowerings_equal_a_3d_convolution(kernel, strides, frames):
+  """Every lowering (frames as batch, shifted matmuls, grouped taps) is the 3-D convolution,
+  for odd and even temporal kernels and clips shorter than the kernel."""
+  x = _normal((2, frames, 6, 6, 5))
   conv = layers.Conv(7, kernel, strides)
   variables = conv.init(jax.random.key(0), x)
   w = variables['params']['conv']['kernel']
@@ -200,4 +207,5 @@ def test_video_conv_lowerings_equal_a_3d_convolution(kernel, strides):
     dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'),
     precision='highest',
   )
+  assert conv.apply(variables, x).shape == reference.shape
   np.testing.assert_allclose(conv.apply(variables, x), reference, rtol=1e-5, atol=1e-5)

@@ -62,13 +62,19 @@ def peak_flops(device_kind: str, dtype: str, override_tflops: float | None) -> f
 
 
 def _timed(fn: Callable[[], Any], steps: int, warmup: int) -> float:
-  """Seconds per call of `fn` (which must block), after `warmup` calls."""
+  """Median seconds per call of `fn` (which must block) over `steps` calls after `warmup`.
+
+  The median, not the mean: a step slowed by another process on a shared machine moves
+  it little, so two implementations timed one after the other compare fairly.
+  """
   for _ in range(warmup):
     fn()
-  start = time.perf_counter()
+  times = []
   for _ in range(steps):
+    start = time.perf_counter()
     fn()
-  return (time.perf_counter() - start) / steps
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
 
 
 def _bench_config(config, *, dtype: str, batch: int, crop: int) -> Any:

@@ -59,9 +59,10 @@ class Conv(nn.Module):
   `conv/bias`), so checkpoints never depend on how the convolution is computed. Video
   convolutions are lowered to forms that XLA's CPU backend runs much faster than its 3-D
   convolution (measured on CPU; see docs/benchmarks.md):
+    - 1 x 1 x 1 (any rank, any stride): a matrix product (2x faster forward and backward);
     - 1 x kh x kw (temporal stride 1): frames are folded into the batch, one 2-D convolution;
     - kt x 1 x 1 (spatial stride 1): one matrix product per tap, outputs summed shifted
-      (strided: the taps' frames stacked along channels, one product);
+      (temporally strided: a 2-D kt x 1 convolution over (T, H*W));
     - any other kt x kh x kw (the Fast stem's 5x7x7): groups of shifted frames stacked along
       channels, one 2-D convolution over the frames (`_grouped_time_taps_conv`).
   All compute the same sums as the 3-D convolution (tested against it); on GPU and TPU they
@@ -98,8 +99,11 @@ class _ConvKernel(nn.Module):
       'kernel', conv_kernel_init, (*self.kernel_size, x.shape[-1], self.features), jnp.float32
     )
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    lowered = len(self.kernel_size) == 3 and not _PLAIN_CONVOLUTIONS.get()
-    if lowered and self.kernel_size[0] == 1 and self.strides[0] == 1:
+    plain = _PLAIN_CONVOLUTIONS.get()
+    lowered = len(self.kernel_size) == 3 and not plain
+    if not plain and all(k == 1 for k in self.kernel_size):
+      y = _pointwise_conv(x, kernel.reshape(kernel.shape[-2:]), self.strides)
+    elif lowered and self.kernel_size[0] == 1 and self.strides[0] == 1:
       y = _frames_as_batch_conv(x, kernel[0], self.strides[1:])
     elif lowered and self.kernel_size[1:] == (1, 1) and self.strides[1:] == (1, 1):
       y = _temporal_conv(x, kernel[:, 0, 0], self.strides[0])
@@ -137,6 +141,13 @@ def _frames_as_batch_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, i
     dimension_numbers=_dimension_numbers(2),
   )
   return y.reshape((n, t, *y.shape[1:]))
+
+
+def _pointwise_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...]) -> jax.Array:
+  """A 1 x ... x 1 convolution (kernel (C, O)) as a matrix product over the strided pixels."""
+  if any(s > 1 for s in strides):
+    x = x[(slice(None), *(slice(None, None, s) for s in strides))]
+  return jnp.einsum('...c,co->...o', x, kernel)
 
 
 def _shifted_frames(x: jax.Array, taps: int, stride: int) -> list[jax.Array]:
@@ -195,19 +206,25 @@ def _grouped_time_taps_conv(
 
 
 def _temporal_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-  """(N, T, H, W, C) conv with a kt x 1 x 1 kernel (kt, C, O) as matrix products.
+  """(N, T, H, W, C) conv with a kt x 1 x 1 kernel (kt, C, O), without a 3-D convolution.
 
-  Stride 1: one product per tap on the unpadded input, and the kt output maps summed with
-  tap k's map shifted by k - kt//2 frames (no copy of the input is made). Strided (the
-  Fast->Slow laterals): the frames each tap reads are stacked along channels and one
-  product maps kt*C -> O.
+  Stride 1: one matrix product per tap on the unpadded input, and the kt output maps summed
+  with tap k's map shifted by k - kt//2 frames (no copy of the input is made). Strided (the
+  Fast->Slow laterals): a 2-D kt x 1 convolution over (T, H*W).
   """
   taps, c, o = kernel.shape
-  if stride > 1:
-    stacked = jnp.concatenate(_shifted_frames(x, taps, stride), axis=-1)
-    return jnp.einsum('nthwc,co->nthwo', stacked, kernel.reshape(taps * c, o))
-  maps = [jnp.einsum('nthwc,co->nthwo', x, kernel[k]) for k in range(taps)]
   pad = taps // 2
+  if stride > 1:
+    n, t, h, w, _ = x.shape
+    y = jax.lax.conv_general_dilated(
+      x.reshape(n, t, h * w, c),
+      kernel[:, None],
+      (stride, 1),
+      ((pad, pad), (0, 0)),
+      dimension_numbers=_dimension_numbers(2),
+    )
+    return y.reshape(n, y.shape[1], h, w, o)
+  maps = [jnp.einsum('nthwc,co->nthwo', x, kernel[k]) for k in range(taps)]
   return _sum_shifted(maps, [k - pad for k in range(taps)], x.shape[1] + 2 * pad - taps + 1)
 
 

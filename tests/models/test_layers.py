@@ -180,6 +180,8 @@ def test_nonlocal_matches_a_numpy_reference():
   [
     ((1, 3, 3), (1, 2, 2), 16),
     ((1, 1, 1), (1, 1, 1), 16),
+    ((1, 1, 1), (1, 2, 2), 16),
+    ((1, 1, 1), (2, 2, 2), 7),
     ((3, 1, 1), (1, 1, 1), 16),
     ((4, 1, 1), (1, 1, 1), 9),
     ((7, 1, 1), (1, 1, 1), 3),
@@ -208,4 +210,20 @@ def test_video_conv_lowerings_equal_a_3d_convolution(kernel, strides, frames):
     precision='highest',
   )
   assert conv.apply(variables, x).shape == reference.shape
+  np.testing.assert_allclose(conv.apply(variables, x), reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('strides', [(1, 1), (2, 2), (1, 2)])
+def test_pointwise_conv_on_audio_equals_a_2d_convolution(strides):
+  x = _normal((2, 9, 8, 5))
+  conv = layers.Conv(7, (1, 1), strides)
+  variables = conv.init(jax.random.key(0), x)
+  reference = jax.lax.conv_general_dilated(
+    x,
+    variables['params']['conv']['kernel'],
+    strides,
+    'VALID',
+    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+    precision='highest',
+  )
   np.testing.assert_allclose(conv.apply(variables, x), reference, rtol=1e-5, atol=1e-5)

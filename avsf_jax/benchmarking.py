@@ -16,6 +16,7 @@ training step is counted as 3x the forward pass (forward + two backward products
 
 import contextlib
 import copy
+import io
 import os
 import sys
 import tempfile
@@ -90,12 +91,14 @@ def _bench_config(config, *, dtype: str, batch: int, crop: int) -> Any:
   return cfg
 
 
-def model_macs(config, crop: int) -> int:
-  """Multiply-adds of one clip's forward pass at `crop` for `config.model`."""
+def model_size(config, crop: int) -> tuple[int, int]:
+  """(multiply-adds of one clip's forward pass at `crop`, parameters) of `config.model`."""
   model = models.build_model(config.model)
   inputs = models.inputs_for(model, config, crop_size=crop)
   shapes = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in inputs.items()}
-  return stats.count_macs(model, stats.abstract_variables(model, shapes), shapes)['total']
+  variables = stats.abstract_variables(model, shapes)
+  macs = stats.count_macs(model, variables, shapes)['total']
+  return macs, stats.count_params(variables)['total']
 
 
 def _peak_bytes() -> int | None:
@@ -158,7 +161,7 @@ def model_suite(
   """Training-step and inference throughput of `config`'s model per dtype (see module doc)."""
   devices = jax.device_count()
   batch = batch_per_device * devices
-  macs = model_macs(config, crop)
+  macs, params = model_size(config, crop)
   kind = jax.devices()[0].device_kind
   rows = []
   for dtype in dtypes:
@@ -180,6 +183,7 @@ def model_suite(
     'global_batch': batch,
     'crop': crop,
     'gflops_per_clip': macs / 1e9,
+    'params': params,
     'peak_tflops_per_device': {d: (peak_flops(kind, d, peak_tflops) or 0) / 1e12 for d in dtypes},
     'rows': rows,
   }
@@ -218,7 +222,22 @@ def pytorchvideo_model(config, crop: int):
   side = crop // 32
   kernel = config.model.fusion_kernel
   if 'audio' in config.model.pathways:
+    # PyTorchVideo's builder hard-codes the 8x8 geometry of its fusions (Fast->Slow stride 4,
+    # Audio->Slow strides for 8 Slow frames); give it the config's. Its layout stays its own:
+    # laterals and A->FS fusions at all four junctions (pool1, res2, res3, res4).
+    audio_t = config.audio.num_frames
+    audio_frames_per_junction = (audio_t, audio_t, audio_t // 2, audio_t // 4)
+    fusion = av.AudioToSlowFastFusionBuilder(
+      slowfast_channel_reduction_ratio=8,
+      slowfast_audio_reduction_ratio=2,
+      conv_fusion_channel_ratio=2,
+      conv_kernel_size=(kernel, 1, 1),
+      conv_kernel_size_a=(config.model.audio_fusion_kernel, 1, 1),
+      conv_stride=(alpha, 1, 1),
+      conv_stride_a=tuple((a // t, 1, 1) for a in audio_frames_per_junction),
+    )
     model = av.create_audio_visual_slowfast(
+      fusion_builder=fusion.create_module,
       model_depth=depth,
       model_num_class=config.model.num_classes,
       head_pool_kernel_sizes=(
@@ -287,10 +306,13 @@ def reference_suite(
     optimizer.step()
     sync()
 
-  model.eval()
-  infer_s = _timed(infer, steps, warmup)
-  model.train()
-  train_s = _timed(train_step, steps, warmup)
+  # PyTorchVideo 0.1.5's FuseAudioToFastSlow prints a tensor size on every call; keep this
+  # process's stdout for the JSON result.
+  with contextlib.redirect_stdout(io.StringIO()):
+    model.eval()
+    infer_s = _timed(infer, steps, warmup)
+    model.train()
+    train_s = _timed(train_step, steps, warmup)
   result = {
     'suite': 'reference',
     'implementation': 'pytorchvideo',
@@ -302,6 +324,7 @@ def reference_suite(
     'crop': crop,
     'infer_clips_per_s': batch / infer_s,
     'train_clips_per_s': batch / train_s,
+    'params': sum(p.numel() for p in model.parameters()),
   }
   if ours:
     dtype = 'bfloat16' if cuda else 'float32'

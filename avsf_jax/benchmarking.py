@@ -31,7 +31,7 @@ import numpy as np
 
 from avsf_jax import fake_data, models, train
 from avsf_jax import mesh as mesh_lib
-from avsf_jax.models import stats
+from avsf_jax.models import layers, stats
 
 # Dense peak FLOP/s per device for the compute dtype (f32 on NVIDIA: TF32 tensor cores, which
 # XLA uses for f32 matmuls/convs at default precision).
@@ -157,15 +157,22 @@ def model_suite(
   steps: int = 10,
   warmup: int = 2,
   peak_tflops: float | None = None,
+  plain_convolutions: bool = False,
 ) -> dict[str, Any]:
-  """Training-step and inference throughput of `config`'s model per dtype (see module doc)."""
+  """Training-step and inference throughput of `config`'s model per dtype (see module doc).
+
+  `plain_convolutions`: trace every video convolution as one XLA convolution instead of the
+  CPU-oriented lowerings of `layers.Conv`, to compare the two on an accelerator.
+  """
   devices = jax.device_count()
   batch = batch_per_device * devices
   macs, params = model_size(config, crop)
   kind = jax.devices()[0].device_kind
   rows = []
   for dtype in dtypes:
-    row = _measure(config, dtype=dtype, batch=batch, crop=crop, steps=steps, warmup=warmup)
+    plain = layers.plain_convolutions() if plain_convolutions else contextlib.nullcontext()
+    with plain:
+      row = _measure(config, dtype=dtype, batch=batch, crop=crop, steps=steps, warmup=warmup)
     peak = peak_flops(kind, dtype, peak_tflops)
     train_flops = 3 * 2 * macs * batch / row['train_step_s']
     infer_flops = 2 * macs * batch / row['infer_batch_s']
@@ -184,6 +191,7 @@ def model_suite(
     'crop': crop,
     'gflops_per_clip': macs / 1e9,
     'params': params,
+    'convolutions': 'plain' if plain_convolutions else 'lowered',
     'peak_tflops_per_device': {d: (peak_flops(kind, d, peak_tflops) or 0) / 1e12 for d in dtypes},
     'rows': rows,
   }

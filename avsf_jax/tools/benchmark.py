@@ -206,6 +206,7 @@ def model_suite(config) -> dict:
     dtypes=tuple(flags.FLAGS.dtypes),
     steps=flags.FLAGS.steps,
     peak_tflops=flags.FLAGS.peak_tflops,
+    plain_convolutions=flags.FLAGS.plain_convolutions,
   )
   result['cpu'] = _cpu_name()
   return benchmarking.as_numpy_free(result)
@@ -268,6 +269,9 @@ def define_flags() -> None:
   flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Compute dtypes (model).')
   flags.DEFINE_integer('steps', 10, 'Timed steps (model/reference).')
   flags.DEFINE_float('peak_tflops', None, 'Peak TFLOP/s per device for MFU.')
+  flags.DEFINE_bool(
+    'plain_convolutions', False, 'Model suite: XLA convolutions instead of the CPU lowerings.'
+  )
 
 
 if __name__ == '__main__':

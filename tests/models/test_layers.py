@@ -227,3 +227,22 @@ def test_pointwise_conv_on_audio_equals_a_2d_convolution(strides):
     precision='highest',
   )
   np.testing.assert_allclose(conv.apply(variables, x), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_plain_convolutions_traces_one_3d_convolution_per_conv():
+  x = _normal((1, 8, 6, 6, 3))
+  conv = layers.Conv(4, (5, 3, 3), (1, 2, 2))
+  variables = conv.init(jax.random.key(0), x)
+
+  def primitives():
+    jaxpr = jax.make_jaxpr(conv.apply)(variables, x)
+    return [e.primitive.name for e in jaxpr.eqns if e.primitive.name.startswith(('conv', 'dot'))]
+
+  assert primitives() == ['conv_general_dilated']  # the grouped-taps lowering: one 2-D conv
+  with layers.plain_convolutions():
+    plain = jax.make_jaxpr(conv.apply)(variables, x)
+  (eqn,) = [e for e in plain.eqns if e.primitive.name == 'conv_general_dilated']
+  assert len(eqn.params['window_strides']) == 3
+  lowered = jax.make_jaxpr(conv.apply)(variables, x)
+  (eqn,) = [e for e in lowered.eqns if e.primitive.name == 'conv_general_dilated']
+  assert len(eqn.params['window_strides']) == 2  # the context is gone again

@@ -91,16 +91,6 @@ def _bench_config(config, *, dtype: str, batch: int, crop: int) -> Any:
   return cfg
 
 
-def model_size(config, crop: int) -> tuple[int, int]:
-  """(multiply-adds of one clip's forward pass at `crop`, parameters) of `config.model`."""
-  model = models.build_model(config.model)
-  inputs = models.inputs_for(model, config, crop_size=crop)
-  shapes = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in inputs.items()}
-  variables = stats.abstract_variables(model, shapes)
-  macs = stats.count_macs(model, variables, shapes)['total']
-  return macs, stats.count_params(variables)['total']
-
-
 def _peak_bytes() -> int | None:
   memory = jax.local_devices()[0].memory_stats() or {}
   return memory.get('peak_bytes_in_use')
@@ -166,7 +156,9 @@ def model_suite(
   """
   devices = jax.device_count()
   batch = batch_per_device * devices
-  macs, params = model_size(config, crop)
+  model = models.build_model(config.model)
+  size = stats.model_stats(model, models.inputs_for(model, config, crop_size=crop))
+  macs = size['gflops'] * 1e9
   kind = jax.devices()[0].device_kind
   rows = []
   for dtype in dtypes:
@@ -189,8 +181,8 @@ def model_suite(
     'devices': devices,
     'global_batch': batch,
     'crop': crop,
-    'gflops_per_clip': macs / 1e9,
-    'params': params,
+    'gflops_per_clip': size['gflops'],
+    'params': size['params'],
     'convolutions': 'plain' if plain_convolutions else 'lowered',
     'peak_tflops_per_device': {d: (peak_flops(kind, d, peak_tflops) or 0) / 1e12 for d in dtypes},
     'rows': rows,

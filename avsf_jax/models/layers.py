@@ -59,14 +59,16 @@ class Conv(nn.Module):
   `conv/bias`), so checkpoints never depend on how the convolution is computed. Video
   convolutions are lowered to forms that XLA's CPU backend runs much faster than its 3-D
   convolution (measured on CPU; see docs/benchmarks.md):
-    - 1 x 1 x 1 (any rank, any stride): a matrix product (2x faster forward and backward);
+    - 1 x ... x 1 (any rank, any stride): a matrix product (about 2x faster than YNNPACK's
+      1x1 convolution, forward and backward);
     - 1 x kh x kw (temporal stride 1): frames are folded into the batch, one 2-D convolution;
     - kt x 1 x 1 (spatial stride 1): one matrix product per tap, outputs summed shifted
       (temporally strided: the taps' frames stacked along channels, one product);
     - any other kt x kh x kw (the Fast stem's 5x7x7): groups of shifted frames stacked along
       channels, one 2-D convolution over the frames (`_grouped_time_taps_conv`).
-  All compute the same sums as the 3-D convolution (tested against it); on GPU and TPU they
-  are plain 2-D convolutions and matrix products too, which those backends run natively.
+  All compute the same sums as the 3-D convolution (tested against it). On GPU and TPU they
+  are plain 2-D convolutions and matrix products too, but their speed there is unmeasured:
+  `tools/benchmark --plain_convolutions` times XLA's own convolutions for comparison.
   """
 
   features: int
@@ -98,29 +100,38 @@ class _ConvKernel(nn.Module):
     kernel = self.param(
       'kernel', conv_kernel_init, (*self.kernel_size, x.shape[-1], self.features), jnp.float32
     )
-    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    plain = _PLAIN_CONVOLUTIONS.get()
-    lowered = len(self.kernel_size) == 3 and not plain
-    if not plain and all(k == 1 for k in self.kernel_size):
-      y = _pointwise_conv(x, kernel.reshape(kernel.shape[-2:]), self.strides)
-    elif lowered and self.kernel_size[0] == 1 and self.strides[0] == 1:
-      y = _frames_as_batch_conv(x, kernel[0], self.strides[1:])
-    elif lowered and self.kernel_size[1:] == (1, 1) and self.strides[1:] == (1, 1):
-      y = _temporal_conv(x, kernel[:, 0, 0], self.strides[0])
-    elif lowered:
-      y = _grouped_time_taps_conv(x, kernel, self.strides)
-    else:
-      y = jax.lax.conv_general_dilated(
-        x,
-        kernel,
-        self.strides,
-        torch_padding(self.kernel_size),
-        dimension_numbers=_dimension_numbers(len(self.kernel_size)),
-      )
+    y = _convolve(x.astype(self.dtype), kernel.astype(self.dtype), self.strides)
     if self.use_bias:
       bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
       y = y + bias.astype(self.dtype)
     return y
+
+
+def _convolve(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...]) -> jax.Array:
+  """The convolution of `Conv`, in the form its kernel shape picks (see `Conv`)."""
+  kernel_size = kernel.shape[:-2]
+  if _PLAIN_CONVOLUTIONS.get():
+    return _xla_conv(x, kernel, strides)
+  if all(k == 1 for k in kernel_size):
+    return _pointwise_conv(x, kernel.reshape(kernel.shape[-2:]), strides)
+  if len(kernel_size) != 3:
+    return _xla_conv(x, kernel, strides)
+  if kernel_size[0] == 1 and strides[0] == 1:
+    return _frames_as_batch_conv(x, kernel[0], strides[1:])
+  if kernel_size[1:] == (1, 1) and strides[1:] == (1, 1):
+    return _temporal_conv(x, kernel[:, 0, 0], strides[0])
+  return _grouped_time_taps_conv(x, kernel, strides)
+
+
+def _xla_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...]) -> jax.Array:
+  rank = kernel.ndim - 2
+  return jax.lax.conv_general_dilated(
+    x,
+    kernel,
+    strides,
+    torch_padding(kernel.shape[:rank]),
+    dimension_numbers=_dimension_numbers(rank),
+  )
 
 
 def _dimension_numbers(rank: int) -> tuple[str, str, str]:
@@ -133,13 +144,7 @@ def _dimension_numbers(rank: int) -> tuple[str, str, str]:
 def _frames_as_batch_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int]) -> jax.Array:
   """(N, T, H, W, C) conv with a 1 x kh x kw kernel as one 2-D conv over N*T frames."""
   n, t = x.shape[:2]
-  y = jax.lax.conv_general_dilated(
-    x.reshape((n * t, *x.shape[2:])),
-    kernel,
-    strides,
-    torch_padding(kernel.shape[:2]),
-    dimension_numbers=_dimension_numbers(2),
-  )
+  y = _xla_conv(x.reshape((n * t, *x.shape[2:])), kernel, strides)
   return y.reshape((n, t, *y.shape[1:]))
 
 
@@ -156,6 +161,11 @@ def _shifted_frames(x: jax.Array, taps: int, stride: int) -> list[jax.Array]:
   padded = jnp.pad(x, ((0, 0), (pad, pad)) + ((0, 0),) * (x.ndim - 2))
   t_out = (t + 2 * pad - taps) // stride + 1
   return [padded[:, k : k + stride * (t_out - 1) + 1 : stride] for k in range(taps)]
+
+
+def _taps_as_channels(x: jax.Array, taps: int, stride: int) -> jax.Array:
+  """The frames each of `taps` temporal taps reads, stacked along channels (tap-major)."""
+  return jnp.concatenate(_shifted_frames(x, taps, stride), axis=-1)
 
 
 def _sum_shifted(maps: Sequence[jax.Array], offsets: Sequence[int], t_out: int) -> jax.Array:
@@ -185,9 +195,8 @@ def _grouped_time_taps_conv(
   """
   taps, kh, kw, c, o = kernel.shape
   if strides[0] > 1 or taps < 3:
-    stacked = jnp.concatenate(_shifted_frames(x, taps, strides[0]), axis=-1)
     kernel_2d = kernel.transpose(1, 2, 0, 3, 4).reshape(kh, kw, taps * c, o)
-    return _frames_as_batch_conv(stacked, kernel_2d, strides[1:])
+    return _frames_as_batch_conv(_taps_as_channels(x, taps, strides[0]), kernel_2d, strides[1:])
   a = -(-taps // 2)
   # (2a, kh, kw, C, O) -> (kh, kw, a*C, 2*O): input block i is frame shift i, output block j
   # is group j (taps j*a .. j*a + a - 1; the missing tap of an odd kt is zero).
@@ -216,7 +225,7 @@ def _temporal_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   taps, c, o = kernel.shape
   pad = taps // 2
   if stride > 1:
-    stacked = jnp.concatenate(_shifted_frames(x, taps, stride), axis=-1)
+    stacked = _taps_as_channels(x, taps, stride)
     return jnp.einsum('nthwc,co->nthwo', stacked, kernel.reshape(taps * c, o))
   maps = [jnp.einsum('nthwc,co->nthwo', x, kernel[k]) for k in range(taps)]
   return _sum_shifted(maps, [k - pad for k in range(taps)], x.shape[1] + 2 * pad - taps + 1)

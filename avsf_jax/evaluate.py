@@ -21,8 +21,10 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avsf_jax import evaluators, export, plots, train
+from avsf_jax import export, train
 from avsf_jax import mesh as mesh_lib
+from avsf_jax.evaluation import plots
+from avsf_jax.evaluation import views as evaluators
 
 FLAGS = flags.FLAGS
 

@@ -18,18 +18,11 @@ import numpy as np
 import optax
 from absl import logging
 
-from avsf_jax import (
-  checkpointing,
-  evaluators,
-  fake_data,
-  losses,
-  models,
-  optim,
-  plots,
-  precise_bn,
-  train_state,
-)
+from avsf_jax import checkpointing, losses, models, optim, train_state
 from avsf_jax import mesh as mesh_lib
+from avsf_jax.evaluation import plots, precise_bn
+from avsf_jax.evaluation import views as evaluators
+from avsf_jax.input import fake as fake_data
 
 
 def data_source(config: ml_collections.ConfigDict):
@@ -267,7 +260,7 @@ class Trainer:
     source = self.config.get('init_from')
     if not source:
       return state
-    from avsf_jax import init_from  # noqa: PLC0415
+    from avsf_jax.models import weights as init_from  # noqa: PLC0415
 
     merged, report = init_from.load(source, jax.device_get(state.variables()))
     self.init_report = report.summary(source)

@@ -18,7 +18,8 @@ from array_record.python import array_record_data_source
 
 from avsf_jax import mesh
 from avsf_jax.input import audio as audio_lib
-from avsf_jax.input import builders, ops
+from avsf_jax.input import ops
+from avsf_jax.input.prepare import builders
 
 _TRAIN_SEED_TAG, _EVAL_TAG = 1, 2
 

@@ -31,7 +31,7 @@ _WIDTH, _HEIGHT, _FPS, _SECONDS, _RATE = 568, 320, 30, 10.0, 44100
 
 def _write_source_videos(manual_dir: str, count: int) -> list[str]:
   """Kinetics-layout folder of textured moving videos with a tone; returns the mp4 paths."""
-  from avsf_jax.input import synthetic
+  from avsf_jax.input.prepare import synthetic
 
   paths, rows = [], []
   for i in range(count):
@@ -133,7 +133,8 @@ def input_suite(config) -> dict:
 
   tf.config.threading.set_intra_op_parallelism_threads(1)
   tf.config.threading.set_inter_op_parallelism_threads(1)
-  from avsf_jax.input import audio, builders, pipeline
+  from avsf_jax.input import audio, pipeline
+  from avsf_jax.input.prepare import builders
 
   pipeline.hide_accelerators_from_tf()
   workdir = flags.FLAGS.workdir or tempfile.mkdtemp(prefix='avsf_bench_')
@@ -197,7 +198,7 @@ def _cpu_name() -> str:
 
 def model_suite(config) -> dict:
   """Training-step and inference clips/s, compile time, memory, GFLOPs and MFU."""
-  from avsf_jax import benchmarking  # noqa: PLC0415 - keeps the input suite free of JAX
+  from avsf_jax.benchmarks import suites as benchmarking  # noqa: PLC0415 - keeps the input suite free of JAX
 
   result = benchmarking.model_suite(
     config,
@@ -216,7 +217,7 @@ def reference_suite(config, ours: dict | None = None) -> dict:
   """PyTorchVideo on the same device, with ours measured in the same run; ratios ours/theirs."""
   import jax  # noqa: PLC0415
 
-  from avsf_jax import benchmarking  # noqa: PLC0415
+  from avsf_jax.benchmarks import suites as benchmarking  # noqa: PLC0415
 
   if ours is None:
     ours = model_suite(config)

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from absl import app, flags
 
-from avsf_jax import plots
+from avsf_jax.evaluation import plots
 
 # Per-class keys in the order they are looked for, and how each is named in the chart.
 PER_CLASS_KEYS = {'per_class_top1': 'top-1 accuracy (%)', 'per_class_ap': 'AP (%)'}

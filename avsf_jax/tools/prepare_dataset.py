@@ -28,7 +28,8 @@ def prepare(
 ) -> dict:
   """Builds the dataset (unless already prepared); returns a summary dict: already_prepared,
   prepared, skipped, by_reason, skipped_file, data_dir."""
-  from avsf_jax.input import builders, pipeline
+  from avsf_jax.input import pipeline
+  from avsf_jax.input.prepare import builders
 
   pipeline.hide_accelerators_from_tf()
   builder = builders.get_builder(

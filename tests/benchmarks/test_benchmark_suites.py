@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from avsf_jax import benchmarking, models
+from avsf_jax import models
+from avsf_jax.benchmarks import suites as benchmarking
 from avsf_jax.models import stats
 from tests.conftest import load_config
 from tests.train import tiny_config

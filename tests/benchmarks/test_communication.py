@@ -13,8 +13,9 @@ import tempfile
 import jax
 import numpy as np
 
-from avsf_jax import fake_data, train
 from avsf_jax import mesh as mesh_lib
+from avsf_jax import train
+from avsf_jax.input import fake as fake_data
 from tests.train import tiny_config
 
 _DTYPE_BYTES = {'f32': 4, 'bf16': 2, 'f16': 2, 's32': 4, 'u32': 4, 'pred': 1, 'f64': 8, 's64': 8}

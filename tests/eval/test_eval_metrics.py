@@ -1,4 +1,4 @@
-"""avsf_jax.eval_metrics against hand-computed cases (and scikit-learn's AP as a reference)."""
+"""avsf_jax.evaluation.metrics against hand-computed cases (and scikit-learn's AP as a reference)."""
 
 import math
 import subprocess
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk_metrics
 
-from avsf_jax import eval_metrics
+from avsf_jax.evaluation import metrics as eval_metrics
 
 # aggregate_views
 
@@ -249,7 +249,7 @@ def test_epic_action_chunking_matches_one_chunk(monkeypatch):
 def test_metrics_plots_and_compare_tool_import_neither_tensorflow_nor_pyplot():
   code = (
     'import sys\n'
-    'import avsf_jax.eval_metrics, avsf_jax.plots, avsf_jax.tools.compare_results\n'
+    'import avsf_jax.evaluation.metrics, avsf_jax.evaluation.plots, avsf_jax.tools.compare_results\n'
     "print(sorted(m for m in ('tensorflow', 'matplotlib.pyplot') if m in sys.modules))\n"
   )
   proc = subprocess.run(

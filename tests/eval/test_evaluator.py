@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from avsf_jax import evaluators
+from avsf_jax.evaluation import views as evaluators
 
 
 def _batches(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray], batch: int):

@@ -1,11 +1,11 @@
-"""avsf_jax.plots: the gains/losses selection on a hand-made case, and the PNGs it writes."""
+"""avsf_jax.evaluation.plots: the gains/losses selection on a hand-made case, and the PNGs it writes."""
 
 import struct
 
 import numpy as np
 import pytest
 
-from avsf_jax import plots
+from avsf_jax.evaluation import plots
 
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 

@@ -53,7 +53,7 @@ def kinetics_dir(tmp_path_factory):
 @pytest.fixture(scope='session')
 def kinetics_prepared(kinetics_dir, tmp_path_factory):
   """The folder above prepared as `kinetics400`; returns (data_dir, builder)."""
-  from avsf_jax.input import builders
+  from avsf_jax.input.prepare import builders
 
   data_dir = str(tmp_path_factory.mktemp('kinetics_data'))
   builder = builders.get_builder('kinetics400', data_dir, num_workers=2)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from avsf_jax.input import synthetic
+from avsf_jax.input.prepare import synthetic
 
 FPS = 25
 SAMPLE_RATE = 44100

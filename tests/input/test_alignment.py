@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from avsf_jax import config_lib
-from avsf_jax.input import builders, pipeline, synthetic
+from avsf_jax.input import pipeline
+from avsf_jax.input.prepare import builders, synthetic
 from tests.input.media_helpers import SAMPLE_RATE
 
 FPS = 25

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from avsf_jax.input import audio, config, media, synthetic
+from avsf_jax.input import audio, config, media
+from avsf_jax.input.prepare import synthetic
 
 
 def test_mel_matrix_equals_librosa_htk_slaney():

@@ -8,7 +8,7 @@ import numpy as np
 from array_record.python import array_record_data_source
 from PIL import Image
 
-from avsf_jax.input import annotations, builders, synthetic
+from avsf_jax.input.prepare import annotations, builders, synthetic
 
 
 def test_kinetics_build_keeps_good_clips_and_reports_every_bad_one(kinetics_prepared):

@@ -10,7 +10,9 @@ import tensorflow as tf
 from PIL import Image
 
 from avsf_jax.input import audio as audio_lib
-from avsf_jax.input import config, media, ops, prepare, synthetic
+from avsf_jax.input import config, media, ops
+from avsf_jax.input.prepare import records as prepare
+from avsf_jax.input.prepare import synthetic
 from tests.input.media_helpers import FPS, SAMPLE_RATE, flash_click_media, write_clip
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from avsf_jax import config_lib
-from avsf_jax.input import builders, pipeline
+from avsf_jax.input import pipeline
+from avsf_jax.input.prepare import builders
 from tests.input.media_helpers import write_clip
 
 

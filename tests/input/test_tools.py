@@ -9,7 +9,8 @@ import librosa
 import numpy as np
 
 from avsf_jax import config_lib
-from avsf_jax.input import builders, pipeline, synthetic
+from avsf_jax.input import pipeline
+from avsf_jax.input.prepare import builders, synthetic
 from avsf_jax.tools import log_mel, prepare_dataset
 
 

@@ -3,7 +3,8 @@
 import jax
 import numpy as np
 
-from avsf_jax import export, init_from
+from avsf_jax import export
+from avsf_jax.models import weights as init_from
 from tests.models.test_avslowfast import inputs, random_variables, tiny
 
 

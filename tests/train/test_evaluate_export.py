@@ -10,7 +10,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from avsf_jax import evaluate, export, fake_data, train
+from avsf_jax import evaluate, export, train
+from avsf_jax.input import fake as fake_data
 from tests.train.conftest import ROOT, TINY_CONFIG, subprocess_env
 
 

@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 
-from avsf_jax import fake_data
+from avsf_jax.input import fake as fake_data
 
 
 def test_train_batch_has_contract_keys_shapes_and_dtypes(tiny_config):

@@ -14,8 +14,9 @@ from conftest import (
   wait_for,
 )
 
-from avsf_jax import fake_data, train
 from avsf_jax import mesh as mesh_lib
+from avsf_jax import train
+from avsf_jax.input import fake as fake_data
 
 
 @pytest.fixture(scope='module')

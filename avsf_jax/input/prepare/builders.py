@@ -23,9 +23,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from array_record.python import array_record_module
 
-from avsf_jax.input import annotations, media, prepare, synthetic
+from avsf_jax.input import media
+from avsf_jax.input.prepare import annotations, synthetic
+from avsf_jax.input.prepare import records as prepare
 
-DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / 'data'
+DATA_DIR = pathlib.Path(__file__).resolve().parents[3] / 'data'
 SKIPPED_FILENAME = 'skipped.jsonl'
 
 

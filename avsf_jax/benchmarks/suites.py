@@ -29,8 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avsf_jax import fake_data, models, train
 from avsf_jax import mesh as mesh_lib
+from avsf_jax import models, train
+from avsf_jax.input import fake as fake_data
 from avsf_jax.models import layers, stats
 
 # Dense peak FLOP/s per device for the compute dtype (f32 on NVIDIA: TF32 tensor cores, which

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from avsf_jax import eval_metrics, losses
+from avsf_jax import losses
+from avsf_jax.evaluation import metrics as eval_metrics
 from avsf_jax.models import AVSlowFast
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: multi-view scoring, the papers metrics, precise BN, plots. No TensorFlow."""

@@ -1,0 +1,1 @@
+"""Offline preparation: raw videos + annotations -> TFDS datasets (worker processes, skip reports)."""

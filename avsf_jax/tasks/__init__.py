@@ -1,0 +1,1 @@
+"""Tasks: what a job trains and evaluates (batch spec, loss, metrics, evaluator) on the shared loop."""

@@ -9,7 +9,7 @@ PYTEST_ARGS ?= -n 2 --dist loadfile --durations=15
 
 DEMO_DIR := demo_run
 
-.PHONY: venv test lint format demo clean
+.PHONY: venv test test-fast lint format demo clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,10 @@ format: venv
 
 test: venv lint
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS) tests
+
+# The development tier: everything not marked `slow` (CI runs `make test`, i.e. everything).
+test-fast: venv
+	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS) -m 'not slow' tests
 
 # The embedded demo: builds synthetic_av on first use (into ~/.cache/avsf_jax/datasets, or
 # $$AVSF_DATA_DIR), trains a small AVSlowFast on CPU, evaluates it with every view, exports

@@ -13,18 +13,19 @@ Writes FILE.json (metrics, per-class results, class names, what was evaluated),
 FILE.scores.npz (per-video scores, labels and video indices) and FILE.per_class.png.
 """
 
+import io
 import json
-import os
 
 import jax
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avsf_jax import export, train
+from avsf_jax import checkpointing, export, storage, tasks
+from avsf_jax import experiment as experiment_lib
 from avsf_jax import mesh as mesh_lib
 from avsf_jax.evaluation import plots
-from avsf_jax.evaluation import views as evaluators
+from avsf_jax.input import info as info_lib
 
 FLAGS = flags.FLAGS
 
@@ -38,34 +39,32 @@ def _progress(total_videos: int, batch: int):
   return wrap if jax.process_index() == 0 else None
 
 
-def evaluate_workdir(config, workdir: str, *, multi_view: bool):
-  """(results, per-video scores, class names) of the newest checkpoint in `workdir`."""
-  from avsf_jax import checkpointing  # noqa: PLC0415
-
-  trainer = train.Trainer(config, workdir)
-  checkpointer = checkpointing.Checkpointer(workdir, config.checkpoint)
-  try:
-    state = trainer.restore_latest(checkpointer)
-  finally:
-    checkpointer.close()
-  results, per_video = trainer.evaluate(
-    state,
+def evaluate_workdir(config, workdir: str, *, multi_view: bool, step: int | None = None):
+  """(results, per-video scores, class names) of a checkpoint in `workdir` (the newest valid
+  one by default), with the precise-BN statistics saved with it."""
+  experiment = experiment_lib.Experiment(config)
+  variables, step = experiment.restore(workdir, step=step)
+  results, per_video = experiment.evaluate(
+    variables,
     multi_view=multi_view,
-    progress=_progress(trainer.info.num_eval_examples, config.input.eval_batch_size),
-    return_scores=True,
+    progress=_progress(experiment.info.num_eval_examples, config.input.eval_batch_size),
   )
-  results['step'] = int(jax.device_get(state.step))
-  return results, per_video, trainer.info.class_names
+  results['step'] = step
+  return results, per_video, experiment.info.class_names
 
 
 def evaluate_export(config, export_dir: str, *, multi_view: bool):
-  """(results, per-video scores, class names) of an export, on this process's devices."""
+  """(results, per-video scores, class names) of an export, on this process's devices.
+
+  Reads only the eval split: the export carries the evaluation's BN statistics.
+  """
   if jax.process_count() > 1:
     raise ValueError('--export evaluation runs in one process; use --workdir on a pod')
   loaded = export.load(export_dir)
-  data = train.data_source(config)
+  data = experiment_lib.data_source(config)
   info = data.dataset_info(config)
-  heads = dict(info.num_classes) if hasattr(info.num_classes, 'items') else None
+  task = tasks.create(config, info)
+  heads = info_lib.heads(info.num_classes)
 
   def predict(variables, batch):
     del variables
@@ -73,37 +72,30 @@ def evaluate_export(config, export_dir: str, *, multi_view: bool):
     b, views = next(iter(inputs.values())).shape[:2]
     flat = {k: v.reshape((b * views,) + v.shape[2:]) for k, v in inputs.items()}
     logits = loaded.predict(flat)
-    if heads is None:
+    if None in heads:
       return {'label': np.asarray(logits).reshape(b, views, -1)}
-    return {f'label_{h}': np.asarray(logits[h]).reshape(b, views, -1) for h in heads}
+    return {info_lib.label_key(h): np.asarray(logits[h]).reshape(b, views, -1) for h in heads}
 
-  results, per_video = evaluators.evaluate(
+  results, per_video = task.evaluate(
     predict,
     None,
     data.make_eval_iterator(config, multi_view=multi_view),
-    num_classes=info.num_classes,
-    multi_label=info.multi_label,
-    view_aggregation=config.evals.view_aggregation,
     progress=_progress(info.num_eval_examples, config.input.eval_batch_size),
-    return_scores=True,
   )
   return results, per_video, info.class_names
 
 
 def write_outputs(output: str, results: dict, per_video: dict, class_names) -> list[str]:
   """Writes the JSON, the per-video scores and the per-class plot; returns their paths."""
-  output = os.path.abspath(output)
-  os.makedirs(os.path.dirname(output), exist_ok=True)
+  output = str(storage.path(output))
   base = output.removesuffix('.json')
   names = class_names if isinstance(class_names, list | tuple) else None
   payload = {**results, 'class_names': list(names) if names else class_names}
-  tmp = output + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(payload, f, indent=2, default=_json_default)
-  os.replace(tmp, output)
+  storage.write_json(output, payload, default=_json_default)
   written = [output]
-  np.savez(base + '.scores.npz', **{k.replace('/', '_'): v for k, v in per_video.items()})
-  written.append(base + '.scores.npz')
+  scores = io.BytesIO()
+  np.savez(scores, **{k.replace('/', '_'): v for k, v in per_video.items()})
+  written.append(str(storage.write_bytes(base + '.scores.npz', scores.getvalue())))
   for key, metric in (('per_class_top1', 'top-1 accuracy (%)'), ('per_class_ap', 'AP (%)')):
     if key in results and names:
       path = plots.plot_per_class(
@@ -132,12 +124,17 @@ def main(argv):
     raise app.UsageError('give exactly one of --workdir and --export')
   mesh_lib.prepare_process()
   multi_view = not FLAGS.single_view
-  if FLAGS.workdir:
-    results, per_video, names = evaluate_workdir(FLAGS.config, FLAGS.workdir, multi_view=multi_view)
-    results['evaluated'] = {'workdir': os.path.abspath(FLAGS.workdir)}
-  else:
-    results, per_video, names = evaluate_export(FLAGS.config, FLAGS.export, multi_view=multi_view)
-    results['evaluated'] = {'export': os.path.abspath(FLAGS.export)}
+  try:
+    if FLAGS.workdir:
+      results, per_video, names = evaluate_workdir(
+        FLAGS.config, FLAGS.workdir, multi_view=multi_view, step=FLAGS.step
+      )
+      results['evaluated'] = {'workdir': str(storage.path(FLAGS.workdir))}
+    else:
+      results, per_video, names = evaluate_export(FLAGS.config, FLAGS.export, multi_view=multi_view)
+      results['evaluated'] = {'export': str(storage.path(FLAGS.export))}
+  except (export.ExportError, FileNotFoundError, checkpointing.CheckpointError) as e:
+    raise SystemExit(f'evaluate: {e}') from None
   results['views'] = 'multi' if multi_view else 'single'
   if jax.process_index() == 0:
     for path in write_outputs(FLAGS.output, results, per_video, names):
@@ -153,6 +150,7 @@ def define_flags() -> None:
   config_flags.DEFINE_config_file('config', None, 'Config file, optionally with :variant.')
   flags.DEFINE_string('workdir', None, 'Training workdir: evaluate its newest checkpoint.')
   flags.DEFINE_string('export', None, 'Export directory (avsf_jax.export) to evaluate instead.')
+  flags.DEFINE_integer('step', None, 'With --workdir: this checkpoint (default: the newest valid).')
   flags.DEFINE_string('output', None, 'Results JSON file to write.')
   flags.DEFINE_bool('single_view', False, 'Score only the centre view of each video.')
   flags.mark_flags_as_required(['config', 'output'])

@@ -19,8 +19,6 @@ Without `--config`, the resolved config that training saved as WORKDIR/config.js
 import dataclasses
 import json
 import os
-import pathlib
-import shutil
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -29,6 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+
+from avsf_jax import storage
+from avsf_jax.input import info as info_lib
 
 FORMAT = 'avsf_jax.export'
 VERSION = 1
@@ -91,9 +93,9 @@ def write(
   extra_metadata: Mapping[str, Any] | None = None,
   overwrite: bool = False,
   platforms: Sequence[str] = PLATFORMS,
-) -> pathlib.Path:
+) -> epath.Path:
   """Writes an export of `apply_fn(variables, batch) -> logits` atomically; returns its path."""
-  output = pathlib.Path(output_dir).absolute()
+  output = storage.path(output_dir)
   if output.exists() and not overwrite:
     raise ExportError(f'{output} exists; pass overwrite=True (--overwrite) to replace it')
   variables = jax.tree_util.tree_map(np.asarray, jax.device_get(variables))
@@ -127,55 +129,98 @@ def write(
       'platforms': list(platforms),
       **dict(extra_metadata or {}),
     }
+    # metadata.json is written last: a directory without it is not an export (`load` says so).
     (tmp / 'metadata.json').write_text(json.dumps(metadata, indent=2, sort_keys=True, default=str))
     if output.exists():
       trash = output.parent / f'.{output.name}.old-{uuid.uuid4().hex[:8]}'
       output.rename(trash)
       tmp.rename(output)
-      shutil.rmtree(trash)
+      trash.rmtree()
     else:
       tmp.rename(output)
   finally:
     if tmp.exists():
-      shutil.rmtree(tmp, ignore_errors=True)
+      tmp.rmtree(missing_ok=True)
   return output
 
 
 def load(export_dir: str | os.PathLike) -> ExportedModel:
-  """Reads an export written by `write`; needs no model or training code."""
-  path = pathlib.Path(export_dir).absolute()
+  """Reads an export written by `write`; needs no model or training code.
+
+  Every failure is an ExportError naming the file and what is wrong with it.
+  """
+  path = storage.path(export_dir)
+  if not path.exists():
+    raise ExportError(f'{path}: no such export directory')
   meta_path = path / 'metadata.json'
-  if not meta_path.is_file():
+  if not meta_path.exists():
     raise ExportError(f'{path}: not an avsf_jax export (no metadata.json)')
-  metadata = json.loads(meta_path.read_text())
-  if metadata.get('format') != FORMAT or metadata.get('version') != VERSION:
+  try:
+    metadata = json.loads(meta_path.read_text())
+  except (UnicodeDecodeError, json.JSONDecodeError, OSError) as e:
+    raise ExportError(f'{meta_path}: not readable JSON ({e})') from None
+  if not isinstance(metadata, dict) or metadata.get('format') != FORMAT:
+    raise ExportError(f'{meta_path}: not avsf_jax export metadata (expected format {FORMAT!r})')
+  if metadata.get('version') != VERSION:
     raise ExportError(
-      f'{meta_path}: format {metadata.get("format")!r} v{metadata.get("version")}, '
-      f'expected {FORMAT!r} v{VERSION}'
+      f'{meta_path}: export format version {metadata.get("version")}, expected {VERSION}'
     )
-  variables = ocp.StandardCheckpointer().restore(path / 'variables')
+  try:
+    variables = ocp.StandardCheckpointer().restore(path / 'variables')
+  except Exception as e:  # noqa: BLE001 - orbax raises many kinds; the message says which
+    raise ExportError(
+      f'{path / "variables"}: the variables cannot be restored ({_first_line(e)})'
+    ) from None
   variables = jax.tree_util.tree_map(np.asarray, variables)
-  function = jax.export.deserialize(bytearray((path / 'predict.jaxexport').read_bytes()))
+  _check_finite(variables, str(path / 'variables'))
+  function_path = path / 'predict.jaxexport'
+  try:
+    function = jax.export.deserialize(bytearray(function_path.read_bytes()))
+  except FileNotFoundError:
+    raise ExportError(f'{function_path}: missing') from None
+  except Exception as e:  # noqa: BLE001 - flatbuffer / struct errors of a damaged file
+    raise ExportError(
+      f'{function_path}: damaged or not a jax.export file ({_first_line(e)})'
+    ) from None
   return ExportedModel(metadata=metadata, variables=variables, function=function)
 
 
-def input_spec_of(config: Any) -> dict[str, list[int]]:
-  """Per-example input shapes of a config's model at test time (views of test_crop_size)."""
-  t, alpha, size = config.input.num_frames, config.model.alpha, config.input.test_crop_size
-  spec = {
-    'slow': [t, size, size, 3],
-    'fast': [alpha * t, size, size, 3],
-    'audio': [config.audio.num_frames, config.audio.num_mel_bins, 1],
-  }
-  return {p: spec[p] for p in config.model.pathways}
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  return f'{type(error).__name__}: {text[0][:200]}' if text else type(error).__name__
 
 
 def preprocessing_of(config: Any) -> dict[str, Any]:
   """The constants a caller needs to turn a video into the export's inputs."""
-  keys = ('num_frames', 'tau', 'alpha', 'mean', 'std', 'test_short_side', 'test_crop_size')
+  keys = ('num_frames', 'tau', 'mean', 'std', 'test_short_side', 'test_crop_size')
   out = {f'video_{k}': config.input[k] for k in keys if k in config.input}
+  out['video_alpha'] = config.model.alpha
   out.update({f'audio_{k}': v for k, v in config.audio.items()})
   return out
+
+
+def write_experiment(
+  output_dir: str | os.PathLike,
+  experiment: Any,
+  variables: Any,
+  *,
+  extra_metadata: Mapping[str, Any] | None = None,
+  overwrite: bool = False,
+) -> epath.Path:
+  """`write` for an `experiment.Experiment`'s task and model (imports the model code)."""
+  config, task = experiment.config, experiment.task
+  spec = task.input_spec(train=False)
+  return write(
+    output_dir,
+    apply_fn=task.export_function(experiment.model),
+    variables={'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})},
+    model_config=config.model.to_dict(),
+    class_names=info_lib.flat_class_names(experiment.info.class_names),
+    input_spec={k: list(v.shape) for k, v in spec.items()},
+    preprocessing=preprocessing_of(config),
+    extra_metadata={'task': task.name, **dict(extra_metadata or {})},
+    overwrite=overwrite,
+  )
 
 
 def write_from_config(
@@ -186,54 +231,42 @@ def write_from_config(
   *,
   extra_metadata: Mapping[str, Any] | None = None,
   overwrite: bool = False,
-) -> pathlib.Path:
-  """`write` for the model of a full experiment config (imports the model code)."""
-  from avsf_jax import models  # noqa: PLC0415 - loading an export must not need the models
+) -> epath.Path:
+  """`write` for the model of a config's task, without its dataset (converted weights)."""
+  from avsf_jax import tasks  # noqa: PLC0415 - loading an export must not need the models
 
-  model = models.build_model(config.model)
-
-  def apply_fn(variables, batch):
-    return model.apply(variables, batch, train=False)[0]
-
+  task = tasks.create(config, info=None)
+  spec = task.input_spec(train=False)
   return write(
     output_dir,
-    apply_fn=apply_fn,
+    apply_fn=task.export_function(task.build_model()),
     variables={'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})},
     model_config=config.model.to_dict(),
-    class_names=class_names,
-    input_spec=input_spec_of(config),
+    class_names=list(class_names),
+    input_spec={k: list(v.shape) for k, v in spec.items()},
     preprocessing=preprocessing_of(config),
-    extra_metadata=extra_metadata,
+    extra_metadata={'task': task.name, **dict(extra_metadata or {})},
     overwrite=overwrite,
   )
 
 
-def export_workdir(config: Any, workdir: str, output: str, *, overwrite: bool = False):
-  """Exports the newest checkpoint of a training workdir, with the evaluation's BN statistics.
+def export_workdir(
+  config: Any, workdir: str, output: str, *, step: int | None = None, overwrite: bool = False
+):
+  """Exports a checkpoint of a training workdir (the newest valid one by default), with the
+  evaluation's BN statistics saved beside it, so `evaluate --export` reproduces
+  `WORKDIR/eval_results.json` and no training data is read."""
+  from avsf_jax import experiment as experiment_lib  # noqa: PLC0415
 
-  The variables are exactly those the final evaluation used (precise-BN statistics when
-  configured), so `evaluate --export` reproduces `WORKDIR/eval_results.json`.
-  """
-  from avsf_jax import checkpointing, train  # noqa: PLC0415
-
-  trainer = train.Trainer(config, workdir)
-  checkpointer = checkpointing.Checkpointer(workdir, config.checkpoint)
-  try:
-    state = trainer.restore_latest(checkpointer)
-  finally:
-    checkpointer.close()
-  variables = trainer.eval_variables(state)
-  if jax.process_index() != 0:  # every process computes the statistics; one writes
-    return pathlib.Path(output).absolute()
-  names = trainer.info.class_names
-  if hasattr(names, 'items'):
-    names = [f'{head}:{n}' for head, head_names in sorted(names.items()) for n in head_names]
-  return write_from_config(
+  experiment = experiment_lib.Experiment(config)
+  variables, step = experiment.restore(workdir, step=step)
+  if jax.process_index() != 0:  # every process restores; one writes
+    return storage.path(output)
+  return write_experiment(
     output,
-    config,
+    experiment,
     jax.device_get(variables),
-    list(names),
-    extra_metadata={'workdir': os.path.abspath(workdir), 'step': int(jax.device_get(state.step))},
+    extra_metadata={'workdir': str(storage.path(workdir)), 'step': step},
     overwrite=overwrite,
   )
 
@@ -242,8 +275,8 @@ def config_from_workdir(workdir: str) -> Any:
   """The resolved config a training run saved as WORKDIR/config.json."""
   import ml_collections  # noqa: PLC0415
 
-  path = pathlib.Path(workdir) / 'config.json'
-  if not path.is_file():
+  path = storage.path(workdir) / 'config.json'
+  if not path.exists():
     raise ExportError(f'{path} not found: pass --config=CONFIG_FILE[:variant]')
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
@@ -252,6 +285,7 @@ def main(argv):
   """`python -m avsf_jax.export --config=CFG --workdir=DIR --output=EXPORT_DIR [--overwrite]`."""
   from absl import app, flags  # noqa: PLC0415
 
+  from avsf_jax import checkpointing  # noqa: PLC0415
   from avsf_jax import mesh as mesh_lib  # noqa: PLC0415
 
   if len(argv) > 1:
@@ -262,9 +296,11 @@ def main(argv):
   if jax.process_count() > 1 and config.mesh.param_sharding != 'replicated':
     raise app.UsageError('export: gather FSDP-sharded parameters first (export on one host)')
   try:
-    path = export_workdir(config, args.workdir, args.output, overwrite=args.overwrite)
-  except ExportError as e:
-    raise app.UsageError(str(e)) from None
+    path = export_workdir(
+      config, args.workdir, args.output, step=args.step, overwrite=args.overwrite
+    )
+  except (ExportError, FileNotFoundError, checkpointing.CheckpointError) as e:
+    raise SystemExit(f'export: {e}') from None
   print(f'wrote {path}')
 
 
@@ -277,6 +313,7 @@ def _define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'Training workdir whose newest checkpoint to export.')
   flags.DEFINE_string('output', None, 'Export directory to write.')
   flags.DEFINE_bool('overwrite', False, 'Replace an existing export.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step to export (default: the newest valid one).')
   flags.mark_flags_as_required(['workdir', 'output'])
 
 

@@ -8,14 +8,12 @@ Runs resume from the newest checkpoint in --workdir. Several processes (a TPU po
 JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID set) run the same command.
 """
 
-import os
-
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from avsf_jax import checkpointing, config_lib, storage, train
 from avsf_jax import mesh as mesh_lib
-from avsf_jax import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and results.')
@@ -42,12 +40,15 @@ def main(argv):
   except train.NonFiniteError as e:
     logging.error('%s', e)
     raise SystemExit(f'Stopped: {e}') from None
+  except (config_lib.ConfigError, checkpointing.CheckpointError, FileNotFoundError) as e:
+    logging.error('%s', e)
+    raise SystemExit(f'Stopped: {e}') from None
   if results is not None and jax.process_index() == 0:
-    workdir = os.path.abspath(FLAGS.workdir)
+    workdir = storage.path(FLAGS.workdir)
     print(f'Final evaluation ({results["num_examples"]} videos): ' + _headline(results))
-    print(f'Results: {os.path.join(workdir, "eval_results.json")}')
-    if os.path.exists(os.path.join(workdir, 'per_class_top1.png')):
-      print(f'Per-class accuracy: {os.path.join(workdir, "per_class_top1.png")}')
+    print(f'Results: {workdir / "eval_results.json"}')
+    if (workdir / 'per_class_top1.png').exists():
+      print(f'Per-class accuracy: {workdir / "per_class_top1.png"}')
 
 
 def _headline(results) -> str:

@@ -17,6 +17,13 @@ def epochs_to_steps(epochs: float, num_examples: int, global_batch_size: int) ->
   return int(math.ceil(epochs * num_examples / global_batch_size))
 
 
+def total_steps(
+  config: ml_collections.ConfigDict, num_examples: int, global_batch_size: int
+) -> int:
+  """Steps of the whole run (`config` is the `optim` section); at least one."""
+  return max(1, epochs_to_steps(config.num_epochs, num_examples, global_batch_size))
+
+
 def peak_learning_rate(config: ml_collections.ConfigDict, global_batch_size: int) -> float:
   """Linear scaling rule: base_lr for base_batch_size clips, proportional to the batch."""
   return config.base_lr * global_batch_size / config.base_batch_size

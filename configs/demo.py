@@ -11,10 +11,9 @@ VARIANTS = ('avslowfast', 'slowfast')
 
 
 def get_config(arg=None):
-  variant = arg or 'avslowfast'
-  if variant not in VARIANTS:
-    raise ValueError(f'configs/demo.py: unknown variant {variant!r}; one of {VARIANTS}')
+  variant = config_lib.pick_variant('configs/demo.py', arg, VARIANTS, 'avslowfast')
   config = config_lib.base_config()
+  config.task = 'classification'
   config_lib.apply_preset(config, f'{variant}_4x16', depth=14)
   config.input.dataset = 'synthetic_av'
   # Narrow and short enough to train in a few minutes on 2 CPU cores (~0.2-0.3 s a step).
@@ -24,7 +23,6 @@ def get_config(arg=None):
   # a clip. Slow: 4 frames (stride 8), Fast: alpha * T = 8 frames (stride 4).
   config.input.num_frames = 4
   config.input.tau = 8
-  config.input.alpha = 2
   config.model.alpha = 2
   # No horizontal flips: a mirrored clip moves the other way, so flipping would give half of
   # the training clips the wrong motion-direction label (synthetic_av has left/right classes).

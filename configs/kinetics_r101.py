@@ -12,13 +12,21 @@ VARIANTS = ('avslowfast_8x8', 'slowfast_8x8', 'slowfast_16x8', 'slowfast_16x8_nl
 
 
 def get_config(arg=None):
-  variant = arg or 'avslowfast_8x8'
-  if variant not in VARIANTS:
-    raise ValueError(f'configs/kinetics_r101.py: unknown variant {variant!r}; one of {VARIANTS}')
+  variant = config_lib.pick_variant('configs/kinetics_r101.py', arg, VARIANTS, 'avslowfast_8x8')
   config = config_lib.base_config()
+  config.task = 'classification'
   config.input.dataset = 'kinetics400'
   config.model.num_classes = 400
   config_lib.apply_preset(config, variant, depth=101)
-  config.input.jitter_scales = (256, 340)  # R101 recipe (paper 000 A.4)
-  config.optim.num_epochs = 256 if config.input.num_frames <= 4 else 196
+  # Recipe (paper 000 A.4) with the R101 scale jitter.
+  config.input.batch_size = 1024
+  config.optim.base_lr = 1.6
+  config.optim.base_batch_size = 1024
+  config.optim.warmup_epochs = 34.0
+  config.optim.num_epochs = 256.0 if config.input.num_frames <= 4 else 196.0
+  config.input.jitter_scales = (256, 340)
+  config.input.crop_size = 224
+  config.input.num_temporal_views = 10
+  config.input.num_spatial_views = 3
+  config.input.test_crop_size = 256
   return config

@@ -1,31 +1,20 @@
-"""Shared test helpers: loading config files the way `--config=FILE:variant` does."""
+"""Session fixtures: 8 fake CPU devices, one compilation cache; helpers are in tests/helpers.py."""
 
-import importlib.util
 import os
-import pathlib
 
 import jax
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from tests import helpers
 
 # Tests run on 8 fake CPU devices (set by `make test`; set here too for direct pytest runs).
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 
-def load_config(spec: str):
-  """`configs/x.py:variant` -> ConfigDict, through ml_collections' own config-file loader."""
-  path, _, variant = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, REPO / path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(variant or None)
-
-
 @pytest.fixture
 def config_loader():
-  return load_config
+  return helpers.load_config
 
 
 @pytest.fixture(scope='session', autouse=True)

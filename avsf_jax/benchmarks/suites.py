@@ -19,7 +19,6 @@ import copy
 import io
 import os
 import sys
-import tempfile
 import time
 import types
 from collections.abc import Callable
@@ -32,7 +31,7 @@ import numpy as np
 from avsf_jax import mesh as mesh_lib
 from avsf_jax import models, train
 from avsf_jax.input import fake as fake_data
-from avsf_jax.models import layers, stats
+from avsf_jax.models import convolution, stats
 
 # Dense peak FLOP/s per device for the compute dtype (f32 on NVIDIA: TF32 tensor cores, which
 # XLA uses for f32 matmuls/convs at default precision).
@@ -87,8 +86,9 @@ def _bench_config(config, *, dtype: str, batch: int, crop: int) -> Any:
   cfg.input.crop_size = crop
   cfg.input.test_crop_size = crop
   cfg.model.bn_group_size = min(cfg.model.bn_group_size, batch // jax.device_count()) or 0
-  if 'fake_data' in cfg:
-    cfg.fake_data.num_train_examples = max(batch * 4, cfg.fake_data.num_train_examples)
+  fake = dict(cfg.get('fake_data') or {})
+  fake['num_train_examples'] = max(batch * 4, fake.get('num_train_examples', 0))
+  cfg.fake_data = fake
   return cfg
 
 
@@ -100,11 +100,10 @@ def _peak_bytes() -> int | None:
 def _measure(config, *, dtype: str, batch: int, crop: int, steps: int, warmup: int) -> dict:
   """One dtype's row: the compiled train step and eval forward pass, timed."""
   cfg = _bench_config(config, dtype=dtype, batch=batch, crop=crop)
-  with tempfile.TemporaryDirectory() as workdir:
-    trainer = train.Trainer(cfg, workdir)
+  trainer = train.Trainer(cfg)
   state = trainer.initial_state()
   local = next(fake_data.make_train_iterator(cfg, seed=0))
-  global_batch = mesh_lib.global_batch(local, trainer.batch_sharding)
+  global_batch = mesh_lib.global_batch(local, trainer.experiment.batch_sharding)
   rng = trainer.train_rng
 
   start = time.perf_counter()
@@ -119,9 +118,9 @@ def _measure(config, *, dtype: str, batch: int, crop: int, steps: int, warmup: i
 
   train_s = _timed(step, steps, warmup)
 
-  inputs = {p: global_batch[p] for p in trainer.model.pathways}
+  model = trainer.experiment.model
+  inputs = {p: global_batch[p] for p in model.pathways}
   variables = holder['state'].variables()
-  model = trainer.model
   start = time.perf_counter()
   forward = jax.jit(lambda v, x: model.apply(v, x, train=False)[0]).lower(variables, inputs)
   forward = forward.compile()
@@ -148,13 +147,16 @@ def model_suite(
   steps: int = 10,
   warmup: int = 2,
   peak_tflops: float | None = None,
-  plain_convolutions: bool = False,
+  conv_lowering: str | None = None,
 ) -> dict[str, Any]:
   """Training-step and inference throughput of `config`'s model per dtype (see module doc).
 
-  `plain_convolutions`: trace every video convolution as one XLA convolution instead of the
-  CPU-oriented lowerings of `layers.Conv`, to compare the two on an accelerator.
+  `conv_lowering` overrides `config.model.conv_lowering` ('xla', 'lowered' or 'auto'), to
+  compare XLA's own convolutions with the CPU-oriented lowerings on any backend.
   """
+  if conv_lowering:
+    config = copy.deepcopy(config)
+    config.model.conv_lowering = conv_lowering
   devices = jax.device_count()
   batch = batch_per_device * devices
   model = models.build_model(config.model)
@@ -163,9 +165,7 @@ def model_suite(
   kind = jax.devices()[0].device_kind
   rows = []
   for dtype in dtypes:
-    plain = layers.plain_convolutions() if plain_convolutions else contextlib.nullcontext()
-    with plain:
-      row = _measure(config, dtype=dtype, batch=batch, crop=crop, steps=steps, warmup=warmup)
+    row = _measure(config, dtype=dtype, batch=batch, crop=crop, steps=steps, warmup=warmup)
     peak = peak_flops(kind, dtype, peak_tflops)
     train_flops = 3 * 2 * macs * batch / row['train_step_s']
     infer_flops = 2 * macs * batch / row['infer_batch_s']
@@ -184,7 +184,7 @@ def model_suite(
     'crop': crop,
     'gflops_per_clip': size['gflops'],
     'params': size['params'],
-    'convolutions': 'plain' if plain_convolutions else 'lowered',
+    'convolutions': convolution.resolve(config.model.conv_lowering),
     'peak_tflops_per_device': {d: (peak_flops(kind, d, peak_tflops) or 0) / 1e12 for d in dtypes},
     'rows': rows,
   }

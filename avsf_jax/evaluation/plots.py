@@ -8,12 +8,15 @@ uses. Figures are drawn with matplotlib's Agg canvas through `matplotlib.figure.
 (no pyplot, no display, no global state), and written as PNG.
 """
 
+import io
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 from matplotlib.backends import backend_agg
 from matplotlib.figure import Figure
+
+from avsf_jax import storage
 
 # Inches per bar, and the font size that fits it.
 _BAR_HEIGHT_IN = 0.16
@@ -44,8 +47,11 @@ def _as_values(values, class_names: Sequence[str], name: str) -> np.ndarray:
 
 
 def _save(fig: Figure, path: str) -> str:
+  """Renders `fig` to PNG and writes it atomically (local path or gs:// URL)."""
   backend_agg.FigureCanvasAgg(fig)
-  fig.savefig(path, format='png', dpi=_DPI)
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', dpi=_DPI)
+  storage.write_bytes(path, buffer.getvalue())
   return path
 
 

@@ -2,28 +2,35 @@
 
 Running averages lag behind the weights; before evaluation PySlowFast replaces them with
 the average, over N batches, of each batch's mean and variance, computed with the current
-weights. Here the model is cloned with `bn_momentum = 0` (so one forward pass in training
-mode writes exactly that batch's statistics) and DropPathway off (evaluation keeps audio).
+weights. The task supplies the model to run (`Task.statistics_model`: for classification,
+`bn_momentum = 0` so one train-mode pass writes exactly that batch's statistics, and
+DropPathway off, since evaluation keeps audio).
 """
 
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from avsf_jax.models import AVSlowFast
 
+def make_statistics_fn(
+  stats_model: nn.Module,
+  model_inputs: Callable[[Mapping[str, jax.Array]], Mapping[str, jax.Array]],
+  variable_shardings,
+  batch_sharding,
+) -> Callable:
+  """A jitted `(variables, batch) -> batch_stats` of one batch.
 
-def make_statistics_fn(model: AVSlowFast, variable_shardings, batch_sharding) -> Callable:
-  """A jitted `(variables, batch) -> batch_stats` of one batch."""
-  stats_model = model.clone(bn_momentum=0.0, drop_pathway_rate=0.0)
+  `stats_model` is the task's model with `bn_momentum = 0` (and DropPathway off), so one
+  train-mode forward pass writes exactly that batch's statistics.
+  """
 
   def statistics(variables, batch):
-    inputs = {p: batch[p] for p in model.pathways}
     _, updates = stats_model.apply(
       variables,
-      inputs,
+      model_inputs(batch),
       train=True,
       rngs={'dropout': jax.random.PRNGKey(0)},
       mutable=['batch_stats'],

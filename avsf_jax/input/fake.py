@@ -1,56 +1,62 @@
 """In-memory synthetic batches with the keys, shapes and dtypes of `avsf_jax.input.pipeline`.
 
-Selected by `config.input.dataset == 'fake'`; sizes come from the `fake_data` section. Each
+Selected by `config.input.dataset == 'fake'`; sizes come from the optional `fake_data` section
+(`FAKE_DATA` holds its defaults and the fault hooks tests use: `delay_s` sleeps before each
+training batch, `nan_at_step` puts a NaN into that step's batch). Each
 example belongs to class `index % K` and carries a faint class pattern (a colour for the
 video, a mel band for the audio) under noise, so a model can learn it. A training batch is
 a pure function of (seed, step): resuming at `start_step` reproduces the stream. Used by
 the training tests and by GPU benchmarks; imports no TensorFlow.
 """
 
-import dataclasses
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 import ml_collections
 import numpy as np
 
+from avsf_jax.input import info as info_lib
 
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  num_train_examples: int
-  num_eval_examples: int
-  num_classes: int | Mapping[str, int]
-  class_names: tuple[str, ...] | Mapping[str, tuple[str, ...]]
-  multi_label: bool
+FAKE_DATA = {
+  'num_train_examples': 64,
+  'num_eval_examples': 16,
+  'multi_label': False,
+  'delay_s': 0.0,
+  'nan_at_step': -1,
+}
 
 
-def dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:
+def _fake(config) -> dict:
+  section = config.get('fake_data') or {}
+  unknown = sorted(set(section) - set(FAKE_DATA))
+  if unknown:
+    raise ValueError(f'config.fake_data has unknown fields {unknown}; known: {sorted(FAKE_DATA)}')
+  return {**FAKE_DATA, **dict(section)}
+
+
+def dataset_info(config: ml_collections.ConfigDict) -> info_lib.DatasetInfo:
   num_classes = config.model.num_classes
   if hasattr(num_classes, 'items'):
     num_classes = dict(num_classes.items())
     names = {h: tuple(f'{h}_{i}' for i in range(k)) for h, k in num_classes.items()}
   else:
     names = tuple(f'class_{i}' for i in range(num_classes))
-  return DatasetInfo(
-    num_train_examples=config.fake_data.num_train_examples,
-    num_eval_examples=config.fake_data.num_eval_examples,
+  fake = _fake(config)
+  return info_lib.DatasetInfo(
+    num_train_examples=fake['num_train_examples'],
+    num_eval_examples=fake['num_eval_examples'],
     num_classes=num_classes,
     class_names=names,
-    multi_label=config.fake_data.multi_label,
+    multi_label=fake['multi_label'],
   )
-
-
-def _heads(config) -> dict[str | None, int]:
-  k = config.model.num_classes
-  return dict(k.items()) if hasattr(k, 'items') else {None: k}
 
 
 def _labels(config, index: np.ndarray) -> dict[str, np.ndarray]:
   out = {}
-  for head, k in _heads(config).items():
-    key = 'label' if head is None else f'label_{head}'
+  for head, k in info_lib.heads(config.model.num_classes).items():
+    key = info_lib.label_key(head)
     label = (index % k).astype(np.int32)
-    if config.fake_data.multi_label:
+    if _fake(config)['multi_label']:
       hot = np.zeros((len(index), k), np.float32)
       hot[np.arange(len(index)), label] = 1.0
       hot[np.arange(len(index)), (label + 1) % k] = 1.0
@@ -62,19 +68,19 @@ def _labels(config, index: np.ndarray) -> dict[str, np.ndarray]:
 
 def _clips(config, index: np.ndarray, rng: np.random.Generator, views: int | None, crop: int):
   """Video and audio of examples `index`; `views` adds a (V,) axis after the batch."""
-  k = next(iter(_heads(config).values()))
+  k = next(iter(info_lib.heads(config.model.num_classes).values()))
   label = index % k
   lead = (len(index),) if views is None else (len(index), views)
   t = config.input.num_frames
   shapes = {
     'slow': lead + (t, crop, crop, 3),
-    'fast': lead + (t * config.input.alpha, crop, crop, 3),
+    'fast': lead + (t * config.model.alpha, crop, crop, 3),
   }
   expand = (slice(None),) + (None,) * (len(lead) - 1)
   colour = np.stack([np.cos(label), np.sin(label), np.cos(2 * label)], -1).astype(np.float32)
   out = {}
   for p in ('slow', 'fast'):
-    if p in config.input.pathways:
+    if p in config.model.pathways:
       noise = rng.standard_normal(shapes[p], dtype=np.float32)
       out[p] = noise + colour[expand + (None, None, None)]
   a = config.audio
@@ -109,11 +115,12 @@ def make_train_iterator(
   if global_batch % process_count:
     raise ValueError(f'batch_size {global_batch} is not divisible by {process_count} processes')
   b = global_batch // process_count
-  n = config.fake_data.num_train_examples
+  fake = _fake(config)
+  n = fake['num_train_examples']
   step = start_step
   while True:
-    if config.fake_data.delay_s:
-      time.sleep(config.fake_data.delay_s)
+    if fake['delay_s']:
+      time.sleep(fake['delay_s'])
     order = _example_rng(seed, 0, step).integers(0, n, global_batch)
     index = order[process_index * b : (process_index + 1) * b]
     rng = _example_rng(seed, 1, step, process_index)
@@ -127,14 +134,14 @@ def make_train_iterator(
     batch['audio_negative_is_hard'] = np.ones((b,), np.float32)
     batch['has_audio'] = np.ones((b,), np.float32)
     batch.update(_labels(config, index))
-    if step == config.fake_data.nan_at_step:
+    if step == fake['nan_at_step']:
       batch['slow' if 'slow' in batch else 'audio'][0] = np.nan
     yield batch
     step += 1
 
 
 def num_eval_batches(config: ml_collections.ConfigDict) -> int:
-  return -(-config.fake_data.num_eval_examples // config.input.eval_batch_size)
+  return -(-_fake(config)['num_eval_examples'] // config.input.eval_batch_size)
 
 
 def make_eval_iterator(
@@ -151,7 +158,7 @@ def make_eval_iterator(
   if global_batch % process_count:
     raise ValueError(f'eval_batch_size {global_batch} not divisible by {process_count}')
   b = global_batch // process_count
-  n = config.fake_data.num_eval_examples
+  n = _fake(config)['num_eval_examples']
   views = config.input.num_temporal_views * config.input.num_spatial_views if multi_view else 1
   for i in range(num_eval_batches(config)):
     index = i * global_batch + process_index * b + np.arange(b)

@@ -7,7 +7,6 @@ of epoch `g // N`, and every random draw of that example is keyed by (seed, epoc
 process reads only its own share of each global batch, and a resumed run starts at any step.
 """
 
-import dataclasses
 import functools
 import os
 from collections.abc import Iterator
@@ -18,19 +17,11 @@ from array_record.python import array_record_data_source
 
 from avsf_jax import mesh
 from avsf_jax.input import audio as audio_lib
+from avsf_jax.input import info as info_lib
 from avsf_jax.input import ops
 from avsf_jax.input.prepare import builders
 
 _TRAIN_SEED_TAG, _EVAL_TAG = 1, 2
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  num_train_examples: int
-  num_eval_examples: int
-  num_classes: int | dict[str, int]
-  class_names: list[str] | dict[str, list[str]]
-  multi_label: bool
 
 
 def default_data_dir() -> str:
@@ -67,7 +58,7 @@ def get_builder(config) -> builders.VideoBuilder:
   return builder
 
 
-def dataset_info(config) -> DatasetInfo:
+def dataset_info(config) -> info_lib.DatasetInfo:
   builder = get_builder(config)
   splits = builder.info.splits
   names = builder.class_names()
@@ -75,7 +66,7 @@ def dataset_info(config) -> DatasetInfo:
     num_classes = {head: len(v) for head, v in names.items()}
   else:
     num_classes = len(names)
-  return DatasetInfo(
+  return info_lib.DatasetInfo(
     num_train_examples=splits[config.input.train_split].num_examples,
     num_eval_examples=splits[config.input.eval_split].num_examples,
     num_classes=num_classes,
@@ -141,11 +132,11 @@ def _example_seed(seed: int, epoch, index):
 
 def _train_example(features, seed, config, builder, reader) -> dict:
   inp, aud = config.input, config.audio
-  pathways = tuple(inp.pathways)
+  pathways = tuple(config.model.pathways)
   geometry = {'num_frames': inp.num_frames, 'tau': inp.tau, 'target_fps': inp.target_fps}
-  features = ops.sample_train_clip(features, seed, alpha=inp.alpha, **geometry)
-  num_fast = inp.alpha * inp.num_frames
-  slow_pos = ops.slow_from_fast(num_fast, inp.alpha)
+  features = ops.sample_train_clip(features, seed, alpha=config.model.alpha, **geometry)
+  num_fast = config.model.alpha * inp.num_frames
+  slow_pos = ops.slow_from_fast(num_fast, config.model.alpha)
   features['slow_index'] = tf.gather(features['fast_index'], slow_pos)
   out = {}
   visual = [p for p in pathways if p in ('slow', 'fast')]
@@ -268,13 +259,15 @@ def make_train_iterator(
 
 def _eval_example(features, config, builder, reader, multi_view: bool) -> dict:
   inp, aud = config.input, config.audio
-  pathways = tuple(inp.pathways)
+  pathways = tuple(config.model.pathways)
   num_temporal = inp.num_temporal_views if multi_view else 1
   num_spatial = inp.num_spatial_views if multi_view else 1
   geometry = {'num_frames': inp.num_frames, 'tau': inp.tau, 'target_fps': inp.target_fps}
-  features = ops.sample_eval_clips(features, num_views=num_temporal, alpha=inp.alpha, **geometry)
-  num_fast = inp.alpha * inp.num_frames
-  slow_pos = ops.slow_from_fast(num_fast, inp.alpha)
+  features = ops.sample_eval_clips(
+    features, num_views=num_temporal, alpha=config.model.alpha, **geometry
+  )
+  num_fast = config.model.alpha * inp.num_frames
+  slow_pos = ops.slow_from_fast(num_fast, config.model.alpha)
   out = {}
   num_views = num_temporal * num_spatial
   visual = [p for p in pathways if p in ('slow', 'fast')]

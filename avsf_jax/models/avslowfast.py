@@ -80,6 +80,8 @@ class AVSlowFast(nn.Module):
     head_pooling: 'global', or 'window' for the fully convolutional PySlowFast/PyTorchVideo
       test head that slides a `head_window` (res5 H, W) average pool and averages logits.
     head_window: res5 spatial size of a training crop (224 / 32 = 7).
+    conv_lowering: how convolutions are computed, one of `convolution.LOWERINGS` ('auto':
+      CPU-friendly lowerings on CPU, XLA's convolutions on GPU/TPU); same parameters either way.
     dtype: compute dtype (params, BN statistics, head and logits stay float32).
   """
 
@@ -118,6 +120,7 @@ class AVSlowFast(nn.Module):
   dropout_rate: float = 0.5
   head_pooling: str = 'global'
   head_window: Sequence[int] = (7, 7)
+  conv_lowering: str = 'auto'
   dtype: Any = jnp.float32
 
   def _validate(self) -> None:
@@ -243,7 +246,7 @@ class AVSlowFast(nn.Module):
     self, inputs: Mapping[str, jax.Array], *, train: bool
   ) -> tuple[jax.Array | dict[str, jax.Array], dict[str, Any]]:
     self._validate()
-    conv = functools.partial(layers.Conv, dtype=self.dtype)
+    conv = functools.partial(layers.Conv, lowering=self.conv_lowering, dtype=self.dtype)
     norm = functools.partial(
       layers.BatchNorm,
       use_running_average=not train,

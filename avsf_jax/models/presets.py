@@ -1,39 +1,83 @@
-"""Named model presets: the SlowFast / AVSlowFast variants of the papers, as `model` configs.
+"""Named model presets: the SlowFast / AVSlowFast variants of the papers, as data.
 
-A preset is data: `model_config(name, depth)` returns the `config.model` section (the
-fields of `AVSlowFast`), and `CLIPS` the clip geometry (T, tau, alpha) that goes with it.
+`default_model_config()` is the `config.model` section (the fields of `AVSlowFast`) of the
+paper's AVSlowFast 4x16 R50. A preset is a clip geometry plus a dict of overrides of that
+section (`PRESETS`); `model_config(name, depth)` applies one. Clip geometries (`CLIPS`) hold
+T (Slow frames), tau (Slow's raw-frame stride), alpha and the Fast->Slow kernel; the
+experiment config stores T and tau once in `input` and alpha once in `model`
+(`config_lib.apply_preset`).
 """
+
+from typing import Any
 
 import ml_collections
 
 from avsf_jax.models import resnet
 from avsf_jax.models.avslowfast import JUNCTIONS
 
-# T x tau sampling -> (T slow frames, tau raw-frame stride of Slow, alpha, Fast->Slow kernel).
+# T x tau sampling -> the clip geometry and the Fast->Slow lateral kernel that goes with it.
 CLIPS = {
-  '4x16': (4, 16, 8, 5),
-  '8x8': (8, 8, 4, 7),
-  '16x8': (16, 8, 4, 7),
+  '4x16': {'num_frames': 4, 'tau': 16, 'alpha': 8, 'fusion_kernel': 5},
+  '8x8': {'num_frames': 8, 'tau': 8, 'alpha': 4, 'fusion_kernel': 7},
+  '16x8': {'num_frames': 16, 'tau': 8, 'alpha': 4, 'fusion_kernel': 7},
 }
 # PySlowFast's non-local placements in the Slow res4 stage (NONLOCAL.LOCATION) and the
 # max-pool of their keys/values; (2, 2, 2) reproduces SlowFast 16x8 R101+NL's 234 GFLOPs.
 NONLOCAL_BLOCKS = {50: (1, 3, 5), 101: (6, 13, 20)}
 NONLOCAL_POOL = (2, 2, 2)
 
-PRESETS = (
-  'avslowfast_4x16',
-  'avslowfast_8x8',
-  'avslowfast_16x8',
-  'avslowfast_8x8_ptv',
-  'slowfast_4x16',
-  'slowfast_8x8',
-  'slowfast_16x8',
-  'slowfast_16x8_nl',
-  'slow_only_4x16',
-  'slow_only_8x8',
-  'fast_only_4x16',
-  'audio_only',
-)
+# Overrides shared by the visual baselines: SlowFast as in its paper, laterals after pool1,
+# res2, res3, res4, and nothing audio-visual.
+_VISUAL = {
+  'lateral_junctions': JUNCTIONS,
+  'audio_fusion_junctions': (),
+  'avs_junctions': (),
+  'drop_pathway_rate': 0.0,
+}
+# PyTorchVideo's `create_audio_visual_slowfast`: Fast->Slow and Audio->SlowFast at all four
+# junctions, the "v2" audio block with time strides on its 1x1 convs, fusion inner width 1/4
+# of the audio width, its fixed-window head, and no AVS projections (it has none).
+_PTV_AVSLOWFAST = {
+  'lateral_junctions': JUNCTIONS,
+  'audio_fusion_junctions': JUNCTIONS,
+  'audio_block': 'v2',
+  'audio_time_stride_in_a': True,
+  'audio_fusion_inner': 0,
+  'audio_fusion_inner_ratio': 0.25,
+  'avs_junctions': (),
+  'head_pooling': 'window',
+  'temporal_kernel_blocks': 'all',
+}
+# Paper 000's R101 figure (129 GFLOPs for 8x8) needs temporal kernels in every res4 block;
+# SlowFast R101's (106) needs PySlowFast's 6 of 23. See docs/models.md.
+_AVSLOWFAST = {'temporal_kernel_blocks': 'all'}
+
+# name -> (clip geometry, overrides of default_model_config()). 'all' temporal-kernel blocks
+# means every block of every stage at the preset's depth; 'nonlocal_blocks': 'paper' means
+# NONLOCAL_BLOCKS at that depth.
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+  'avslowfast_4x16': ('4x16', _AVSLOWFAST),
+  'avslowfast_8x8': ('8x8', _AVSLOWFAST),
+  'avslowfast_16x8': ('16x8', _AVSLOWFAST),
+  'avslowfast_8x8_ptv': ('8x8', _PTV_AVSLOWFAST),
+  'slowfast_4x16': ('4x16', {**_VISUAL, 'pathways': ('slow', 'fast')}),
+  'slowfast_8x8': ('8x8', {**_VISUAL, 'pathways': ('slow', 'fast')}),
+  'slowfast_16x8': ('16x8', {**_VISUAL, 'pathways': ('slow', 'fast')}),
+  'slowfast_16x8_nl': (
+    '16x8',
+    {
+      **_VISUAL,
+      'pathways': ('slow', 'fast'),
+      'nonlocal_blocks': 'paper',
+      'nonlocal_pool': NONLOCAL_POOL,
+    },
+  ),
+  'slow_only_4x16': ('4x16', {**_VISUAL, 'pathways': ('slow',)}),
+  'slow_only_8x8': ('8x8', {**_VISUAL, 'pathways': ('slow',)}),
+  'fast_only_4x16': ('4x16', {**_VISUAL, 'pathways': ('fast',)}),
+  # The full-width (beta_A = 1) Audio pathway of paper 000 Table A.3, over 4x16's clip span.
+  'audio_only': ('4x16', {**_VISUAL, 'pathways': ('audio',), 'audio_width_ratio': 1.0}),
+}
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -80,61 +124,35 @@ def default_model_config() -> ml_collections.ConfigDict:
       'dropout_rate': 0.5,
       'head_pooling': 'global',
       'head_window': (7, 7),
+      'conv_lowering': 'auto',
       'dtype': 'float32',
     }
   )
 
 
+def clip_of(preset: str) -> dict[str, int]:
+  """The clip geometry of a preset: num_frames (T), tau, alpha, fusion_kernel."""
+  _check(preset)
+  return dict(CLIPS[PRESETS[preset][0]])
+
+
 def model_config(preset: str, depth: int = 50) -> ml_collections.ConfigDict:
   """The `model` section of a named preset (see PRESETS) at ResNet `depth`."""
-  if preset not in PRESETS:
-    raise ValueError(f'unknown model preset {preset!r}; known presets: {PRESETS}')
+  _check(preset)
+  clip, overrides = PRESETS[preset]
   config = default_model_config()
   config.depth = depth
-  _, _, config.alpha, config.fusion_kernel = clip_of(preset)
-  if preset.endswith('_ptv'):
-    # PyTorchVideo's `create_audio_visual_slowfast`: Fast->Slow and Audio->SlowFast at all four
-    # junctions, the "v2" audio block with time strides on its 1x1 convs, fusion inner
-    # width 1/4 of the audio width, its
-    # fixed-window head, and no AVS projections (it has none).
-    config.lateral_junctions = JUNCTIONS
-    config.audio_fusion_junctions = JUNCTIONS
-    config.audio_block = 'v2'
-    config.audio_time_stride_in_a = True
-    config.audio_fusion_inner = 0
-    config.audio_fusion_inner_ratio = 0.25
-    config.avs_junctions = ()
-    config.head_pooling = 'window'
-    config.temporal_kernel_blocks = resnet.STAGE_DEPTHS[depth]
-    return config
-  if preset.startswith('avslowfast'):
-    # Paper 000's R101 figure (129 GFLOPs for 8x8) needs temporal kernels in every res4
-    # block; SlowFast R101's (106) needs PySlowFast's 6 of 23. See docs/models.md.
-    config.temporal_kernel_blocks = resnet.STAGE_DEPTHS[depth]
-    return config
-  # Visual baselines: SlowFast as in its paper, laterals after pool1, res2, res3, res4.
-  config.lateral_junctions = JUNCTIONS
-  config.audio_fusion_junctions = ()
-  config.avs_junctions = ()
-  config.drop_pathway_rate = 0.0
-  if preset.startswith('slowfast'):
-    config.pathways = ('slow', 'fast')
-    if preset.endswith('_nl'):
-      config.nonlocal_blocks = NONLOCAL_BLOCKS[depth]
-      config.nonlocal_pool = NONLOCAL_POOL
-  elif preset.startswith('slow_only'):
-    config.pathways = ('slow',)
-  elif preset.startswith('fast_only'):
-    config.pathways = ('fast',)
-  else:  # audio_only: the full-width (beta_A = 1) Audio pathway of paper 000 Table A.3.
-    config.pathways = ('audio',)
-    config.audio_width_ratio = 1.0
+  config.alpha = CLIPS[clip]['alpha']
+  config.fusion_kernel = CLIPS[clip]['fusion_kernel']
+  for key, value in overrides.items():
+    if key == 'temporal_kernel_blocks' and value == 'all':
+      value = resnet.STAGE_DEPTHS[depth]
+    elif key == 'nonlocal_blocks' and value == 'paper':
+      value = NONLOCAL_BLOCKS[depth]
+    config[key] = value
   return config
 
 
-def clip_of(preset: str) -> tuple[int, int, int, int]:
-  """(T, tau, alpha, fusion kernel) of a preset; audio_only uses 4x16's clip span."""
-  for clip in CLIPS:
-    if f'_{clip}' in preset:
-      return CLIPS[clip]
-  return CLIPS['4x16']
+def _check(preset: str) -> None:
+  if preset not in PRESETS:
+    raise ValueError(f'unknown model preset {preset!r}; known presets: {sorted(PRESETS)}')

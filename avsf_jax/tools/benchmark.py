@@ -67,7 +67,7 @@ def _pyslowfast_clip(path: str, rng: np.random.Generator, config, mel_weights: n
   import scipy.signal
 
   inp, aud = config.input, config.audio
-  num_fast = inp.alpha * inp.num_frames
+  num_fast = config.model.alpha * inp.num_frames
   with av.open(path) as container:
     stream = container.streams.video[0]
     stream.thread_count = 1
@@ -122,7 +122,7 @@ def _pyslowfast_clip(path: str, rng: np.random.Generator, config, mel_weights: n
   rows = np.linspace(0, spectrogram.shape[0] - 1, aud.num_frames).astype(int)
   return {
     'fast': video,
-    'slow': video[:: inp.alpha],
+    'slow': video[:: config.model.alpha],
     'audio': (spectrogram[rows] - aud.mean) / aud.std,
   }
 
@@ -207,7 +207,7 @@ def model_suite(config) -> dict:
     dtypes=tuple(flags.FLAGS.dtypes),
     steps=flags.FLAGS.steps,
     peak_tflops=flags.FLAGS.peak_tflops,
-    plain_convolutions=flags.FLAGS.plain_convolutions,
+    conv_lowering='xla' if flags.FLAGS.plain_convolutions else flags.FLAGS.conv_lowering,
   )
   result['cpu'] = _cpu_name()
   return benchmarking.as_numpy_free(result)
@@ -271,7 +271,13 @@ def define_flags() -> None:
   flags.DEFINE_integer('steps', 10, 'Timed steps (model/reference).')
   flags.DEFINE_float('peak_tflops', None, 'Peak TFLOP/s per device for MFU.')
   flags.DEFINE_bool(
-    'plain_convolutions', False, 'Model suite: XLA convolutions instead of the CPU lowerings.'
+    'plain_convolutions', False, 'Model suite: same as --conv_lowering=xla (kept for old commands).'
+  )
+  flags.DEFINE_enum(
+    'conv_lowering',
+    None,
+    ['auto', 'xla', 'lowered'],
+    "Model suite: override model.conv_lowering (default: the config's, i.e. auto).",
   )
 
 

@@ -11,7 +11,7 @@ labels and `video_index`. `--stage=<pathway>_<res2..res5>` adds that stage's out
 over time and space (`--stage_pooling=mean`) or whole (`none`; large).
 """
 
-import os
+import io
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +19,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from avsf_jax import export, models, train
+from avsf_jax import experiment as experiment_lib
+from avsf_jax import export, models, storage
 from avsf_jax import mesh as mesh_lib
 
 FLAGS = flags.FLAGS
@@ -50,7 +51,7 @@ def extract(config, variables, *, split=None, multi_view=True, stage=None, stage
   if stage is not None and f'{stage.split("_")[0]}' not in model.pathways:
     raise ValueError(f'--stage={stage}: the model has pathways {model.pathways}')
   fn = feature_fn(model, stage, stage_pooling)
-  data = train.data_source(config)
+  data = experiment_lib.data_source(config)
   if split is not None:
     config = config.copy_and_resolve_references()
     config.input.eval_split = split
@@ -80,14 +81,7 @@ def main(argv):
   if FLAGS.export:
     variables = export.load(FLAGS.export).variables
   else:
-    from avsf_jax import checkpointing  # noqa: PLC0415
-
-    trainer = train.Trainer(config, FLAGS.workdir)
-    checkpointer = checkpointing.Checkpointer(FLAGS.workdir, config.checkpoint)
-    try:
-      variables = trainer.eval_variables(trainer.restore_latest(checkpointer))
-    finally:
-      checkpointer.close()
+    variables, _ = experiment_lib.Experiment(config).restore(FLAGS.workdir, step=FLAGS.step)
   features = extract(
     config,
     jax.device_get(variables),
@@ -96,9 +90,9 @@ def main(argv):
     stage=FLAGS.stage,
     stage_pooling=FLAGS.stage_pooling,
   )
-  output = os.path.abspath(FLAGS.output)
-  os.makedirs(os.path.dirname(output), exist_ok=True)
-  np.savez(output, **features)
+  buffer = io.BytesIO()
+  np.savez(buffer, **features)
+  output = storage.write_bytes(FLAGS.output, buffer.getvalue())
   shapes = ', '.join(f'{k} {v.shape}' for k, v in sorted(features.items()))
   print(f'wrote {output}: {shapes}')
 
@@ -109,6 +103,7 @@ def define_flags() -> None:
   config_flags.DEFINE_config_file('config', None, 'Config file, optionally with :variant.')
   flags.DEFINE_string('workdir', None, 'Training workdir: use its newest checkpoint.')
   flags.DEFINE_string('export', None, 'Export directory: use its variables.')
+  flags.DEFINE_integer('step', None, 'With --workdir: this checkpoint (default: the newest valid).')
   flags.DEFINE_string('output', None, 'The .npz file to write.')
   flags.DEFINE_string('split', None, 'Split to read (default: config.input.eval_split).')
   flags.DEFINE_bool('single_view', False, 'Only the centre view of each video.')

@@ -10,7 +10,7 @@ whole file, not resampled to a fixed number of frames and not normalised.
 import numpy as np
 from absl import app, flags
 
-from avsf_jax.input import config as input_config
+from avsf_jax import config_lib
 
 
 def compute(path: str, audio_config=None) -> np.ndarray:
@@ -18,7 +18,7 @@ def compute(path: str, audio_config=None) -> np.ndarray:
   from avsf_jax.input import audio, media, pipeline
 
   pipeline.hide_accelerators_from_tf()
-  audio_config = audio_config or input_config.audio_config()
+  audio_config = audio_config or config_lib.audio_config()
   samples = media.decode_audio(path, audio_config.sample_rate)
   # The pipeline reads int16 storage; quantise the same way so both give identical numbers.
   quantised = np.clip(np.round(samples * 32767.0), -32768, 32767) / 32768.0

@@ -12,12 +12,12 @@ import pytest
 from avsf_jax import models
 from avsf_jax.benchmarks import suites as benchmarking
 from avsf_jax.models import stats
-from tests.conftest import load_config
-from tests.train import tiny_config
+from tests import helpers
+from tests.helpers import load_config
 
 
 def test_model_suite_reports_the_models_own_size_and_a_consistent_mfu():
-  config = tiny_config.get_config()
+  config = helpers.tiny_config()
   result = benchmarking.model_suite(
     config, batch_per_device=1, crop=32, dtypes=('float32',), steps=1, warmup=0, peak_tflops=2.0
   )

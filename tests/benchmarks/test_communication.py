@@ -8,7 +8,6 @@ statistics cover the whole global batch, the BN normalisation reductions.
 """
 
 import re
-import tempfile
 
 import jax
 import numpy as np
@@ -16,7 +15,7 @@ import numpy as np
 from avsf_jax import mesh as mesh_lib
 from avsf_jax import train
 from avsf_jax.input import fake as fake_data
-from tests.train import tiny_config
+from tests import helpers
 
 _DTYPE_BYTES = {'f32': 4, 'bf16': 2, 'f16': 2, 's32': 4, 'u32': 4, 'pred': 1, 'f64': 8, 's64': 8}
 _SHAPE = re.compile(r'\b(f32|bf16|f16|s32|u32|pred|f64|s64)\[([\d,]*)\]')
@@ -33,13 +32,12 @@ def _result_bytes(line: str) -> int:
 
 
 def _compiled_step(group_size: int):
-  config = tiny_config.get_config()
+  config = helpers.tiny_config()
   config.model.bn_group_size = group_size
-  with tempfile.TemporaryDirectory() as workdir:
-    trainer = train.Trainer(config, workdir)
+  trainer = train.Trainer(config)
   state = trainer.initial_state()
   batch = mesh_lib.global_batch(
-    next(fake_data.make_train_iterator(config, seed=0)), trainer.batch_sharding
+    next(fake_data.make_train_iterator(config, seed=0)), trainer.experiment.batch_sharding
   )
   compiled = trainer.train_step.lower(state, batch, trainer.train_rng).compile()
   param_bytes = sum(p.size * p.dtype.itemsize for p in jax.tree_util.tree_leaves(state.params))

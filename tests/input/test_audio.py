@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from avsf_jax.input import audio, config, media
+from avsf_jax import config_lib
+from avsf_jax.input import audio, media
 from avsf_jax.input.prepare import synthetic
 
 
@@ -25,7 +26,7 @@ def test_log_mel_matches_librosa_after_aac_round_trip(tmp_path, sample_rate):
   synthetic.write_video(path, frames, 25, np.stack([left, right]).astype(np.float32), sample_rate)
   samples = media.decode_audio(path)
   assert abs(samples.size - 32000) < 2000  # 2 s at 16 kHz (+ AAC padding)
-  ours = audio.log_mel(samples, config.audio_config()).numpy()
+  ours = audio.log_mel(samples, config_lib.audio_config()).numpy()
   reference = librosa.feature.melspectrogram(
     y=samples,
     sr=16000,
@@ -53,7 +54,7 @@ def test_resample_frames_takes_truncated_linspace_rows():
 
 
 def test_clip_log_mel_reads_silence_outside_and_normalizes():
-  cfg = config.audio_config()
+  cfg = config_lib.audio_config()
   cfg.num_frames = 8
   stored = tf.zeros([1000], tf.int16)
   out = audio.clip_log_mel(stored, -5000, 4096, cfg).numpy()

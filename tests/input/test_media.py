@@ -9,8 +9,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from avsf_jax import config_lib
 from avsf_jax.input import audio as audio_lib
-from avsf_jax.input import config, media, ops
+from avsf_jax.input import media, ops
 from avsf_jax.input.prepare import records as prepare
 from avsf_jax.input.prepare import synthetic
 from tests.input.media_helpers import FPS, SAMPLE_RATE, flash_click_media, write_clip
@@ -53,7 +54,7 @@ def test_click_lands_within_one_frame_of_flash_after_sampling(tmp_path, video_st
   click_time = np.argmax(np.abs(segment) > 8000) / 16000
   assert abs(click_time - flash_time) <= 1.0 / video.fps
   # The log-mel of the clip peaks at the same time.
-  cfg = config.audio_config()
+  cfg = config_lib.audio_config()
   spectrogram = audio_lib.log_mel(segment / 32768.0, cfg).numpy()
   peak_time = (np.argmax(spectrogram.sum(axis=1)) * cfg.hop_size + cfg.window_size / 2) / 16000
   assert abs(peak_time - flash_time) <= 1.0 / video.fps + cfg.window_size / 16000

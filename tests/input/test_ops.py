@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from avsf_jax.input import config, ops
+from avsf_jax import config_lib
+from avsf_jax.input import ops
 
 
 def test_clip_frame_indices_follow_pyslowfast_linspace():
@@ -107,7 +108,7 @@ def test_ops_agree_eagerly_and_in_tf_data():
   )[0]
   spectro = lambda f: {
     'a': ops.audio_features(
-      windowed(f), config.audio_config(), start_key='audio_start', num_samples=4267
+      windowed(f), config_lib.audio_config(), start_key='audio_start', num_samples=4267
     )
   }
   out = _parity(spectro)

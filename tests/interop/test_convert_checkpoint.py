@@ -12,7 +12,7 @@ import torch
 from avsf_jax import export
 from avsf_jax.interop import checkpoint_io, convert
 from avsf_jax.tools import convert_checkpoint
-from tests.conftest import REPO, load_config
+from tests.helpers import REPO, load_config
 from tests.interop import test_pytorchvideo_parity as parity
 
 CROP = 64

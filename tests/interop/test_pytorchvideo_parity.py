@@ -17,7 +17,7 @@ import torch
 from avsf_jax import models
 from avsf_jax.interop import convert
 from avsf_jax.models import stats
-from tests.conftest import load_config
+from tests.helpers import load_config
 
 if 'torchvision' not in sys.modules:
   _tv = types.ModuleType('torchvision')

@@ -12,7 +12,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from avsf_jax import models
 from avsf_jax.models import presets
-from tests.conftest import REPO, load_config
+from tests.helpers import REPO, load_config
 
 T, ALPHA, CROP, AUDIO = 2, 4, 32, (32, 16)
 

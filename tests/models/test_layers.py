@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avsf_jax.models import fusion, layers, nonlocal_block
+from avsf_jax.models import convolution, fusion, layers, nonlocal_block
 
 
 def _normal(shape, seed=0):
@@ -205,7 +205,7 @@ def test_video_conv_lowerings_equal_a_3d_convolution(kernel, strides, frames):
     x,
     w,
     strides,
-    layers.torch_padding(kernel),
+    convolution.torch_padding(kernel),
     dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'),
     precision='highest',
   )
@@ -229,20 +229,82 @@ def test_pointwise_conv_on_audio_equals_a_2d_convolution(strides):
   np.testing.assert_allclose(conv.apply(variables, x), reference, rtol=1e-5, atol=1e-5)
 
 
-def test_plain_convolutions_traces_one_3d_convolution_per_conv():
+def test_lowering_field_switches_between_xla_and_the_lowered_convolutions():
   x = _normal((1, 8, 6, 6, 3))
-  conv = layers.Conv(4, (5, 3, 3), (1, 2, 2))
-  variables = conv.init(jax.random.key(0), x)
 
-  def primitives():
+  def convolutions(lowering):
+    conv = layers.Conv(4, (5, 3, 3), (1, 2, 2), lowering=lowering)
+    variables = conv.init(jax.random.key(0), x)
     jaxpr = jax.make_jaxpr(conv.apply)(variables, x)
-    return [e.primitive.name for e in jaxpr.eqns if e.primitive.name.startswith(('conv', 'dot'))]
+    return conv, variables, [e for e in jaxpr.eqns if e.primitive.name == 'conv_general_dilated']
 
-  assert primitives() == ['conv_general_dilated']  # the grouped-taps lowering: one 2-D conv
-  with layers.plain_convolutions():
-    plain = jax.make_jaxpr(conv.apply)(variables, x)
-  (eqn,) = [e for e in plain.eqns if e.primitive.name == 'conv_general_dilated']
-  assert len(eqn.params['window_strides']) == 3
-  lowered = jax.make_jaxpr(conv.apply)(variables, x)
-  (eqn,) = [e for e in lowered.eqns if e.primitive.name == 'conv_general_dilated']
-  assert len(eqn.params['window_strides']) == 2  # the context is gone again
+  lowered, variables, (eqn,) = convolutions('lowered')
+  assert len(eqn.params['window_strides']) == 2  # the grouped-taps lowering: one 2-D conv
+  plain, _, (eqn,) = convolutions('xla')
+  assert len(eqn.params['window_strides']) == 3  # one 3-D XLA convolution
+  np.testing.assert_allclose(
+    plain.apply(variables, x), lowered.apply(variables, x), rtol=1e-5, atol=1e-5
+  )
+  # 'auto' is the lowering on this CPU backend, XLA's convolution on GPU and TPU.
+  assert convolution.resolve('auto') == ('lowered' if jax.default_backend() == 'cpu' else 'xla')
+  _, _, (eqn,) = convolutions('auto')
+  assert len(eqn.params['window_strides']) == (2 if jax.default_backend() == 'cpu' else 3)
+
+
+def test_model_conv_lowering_reaches_every_convolution():
+  from avsf_jax import models  # noqa: PLC0415
+
+  model = models.AVSlowFast(
+    num_classes=3, depth=14, slow_width=8, beta_inv=4, alpha=2, bn_group_size=0
+  )
+  inputs = models.example_inputs(model, num_frames=2, crop_size=32, audio_frames=16, mel_bins=8)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), inputs, train=False))
+
+  def ranks(lowering):
+    jaxpr = jax.make_jaxpr(
+      lambda v: model.clone(conv_lowering=lowering).apply(v, inputs, train=False)
+    )(variables)
+    return collect_conv_ranks(jaxpr.jaxpr)
+
+  kernels = [
+    path
+    for path, _ in jax.tree_util.tree_leaves_with_path(variables['params'])
+    if '/'.join(str(getattr(k, 'key', k)) for k in path).endswith('conv/kernel')
+  ]
+  assert len(ranks('xla')) == len(kernels)  # every Conv is one XLA convolution
+  assert 3 in ranks('xla') and 3 not in ranks('lowered')  # no 3-D convolution when lowered
+
+
+def collect_conv_ranks(jaxpr) -> list[int]:
+  out = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'conv_general_dilated':
+      out.append(len(eqn.params['window_strides']))
+    for value in eqn.params.values():
+      inner = getattr(value, 'jaxpr', None)
+      if inner is not None:
+        out += collect_conv_ranks(getattr(inner, 'jaxpr', inner))
+  return out
+
+
+@pytest.mark.parametrize('dilation', [(1, 2, 2), (2, 1, 1)])
+@pytest.mark.parametrize('lowering', ['xla', 'lowered'])
+def test_dilated_conv_matches_the_3d_convolution(dilation, lowering):
+  x = _normal((2, 5, 9, 9, 3))
+  kernel_size = (1, 3, 3) if dilation[0] == 1 else (3, 1, 1)
+  conv = layers.Conv(4, kernel_size, dilation=dilation, lowering=lowering)
+  variables = conv.init(jax.random.key(1), x)
+  kernel = variables['params']['conv']['kernel']
+  pad = [(d * (k // 2), d * (k // 2)) for k, d in zip(kernel_size, dilation)]
+  reference = jax.lax.conv_general_dilated(
+    x,
+    kernel,
+    (1, 1, 1),
+    pad,
+    rhs_dilation=dilation,
+    dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'),
+    precision='highest',
+  )
+  out = conv.apply(variables, x)
+  assert out.shape == x.shape[:-1] + (4,)
+  np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)

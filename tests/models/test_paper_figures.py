@@ -9,7 +9,7 @@ with the reason; docs/models.md explains each of them.
 import pytest
 
 from avsf_jax.tools import model_stats
-from tests.conftest import load_config
+from tests.helpers import load_config
 
 R50 = 'configs/kinetics_r50.py'
 R101 = 'configs/kinetics_r101.py'

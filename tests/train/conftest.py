@@ -1,83 +1,10 @@
-"""Fixtures of the training tests: a tiny config, a shared compilation cache, subprocess runs.
-
-Every test that compiles uses `tiny_config.py` (a narrow depth-14 AVSlowFast on fake data),
-and every process, in-process or not, shares one persistent compilation cache, so the
-train step is compiled once per session.
-"""
-
-import os
-import pathlib
-import subprocess
-import sys
-import time
+"""Fixtures of the training tests: the tiny config (see tests/helpers.py)."""
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-TINY_CONFIG = pathlib.Path(__file__).resolve().parent / 'tiny_config.py'
+from tests import helpers
 
 
 @pytest.fixture
 def tiny_config():
-  sys.path.insert(0, str(TINY_CONFIG.parent))
-  try:
-    import tiny_config as module  # noqa: PLC0415
-  finally:
-    sys.path.pop(0)
-  return module.get_config()
-
-
-def subprocess_env(compilation_cache: str, devices: int = 8, **extra: str) -> dict[str, str]:
-  env = dict(os.environ)
-  env.update(
-    XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-    JAX_PLATFORMS='cpu',
-    TF_CPP_MIN_LOG_LEVEL='2',
-    JAX_COMPILATION_CACHE_DIR=compilation_cache,
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
-  )
-  env.update(extra)
-  return env
-
-
-def start_main(workdir, log_path, env, *overrides: str, variant: str = '') -> subprocess.Popen:
-  """Starts `python -m avsf_jax.main` on the tiny config; stdout+stderr go to `log_path`."""
-  config = f'{TINY_CONFIG}:{variant}' if variant else str(TINY_CONFIG)
-  command = [
-    sys.executable,
-    '-m',
-    'avsf_jax.main',
-    f'--config={config}',
-    f'--workdir={workdir}',
-    *overrides,
-  ]
-  log = open(log_path, 'w')  # noqa: SIM115 (closed with the process by the caller's wait)
-  return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_for(predicate, timeout: float, process: subprocess.Popen | None = None) -> None:
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    if predicate():
-      return
-    if process is not None and process.poll() is not None:
-      raise AssertionError(f'process exited early with {process.returncode}')
-    time.sleep(0.2)
-  raise AssertionError('timed out')
-
-
-def finished_checkpoints(workdir) -> list[int]:
-  """Checkpoint steps whose save completed (orbax renames tmp dirs when done)."""
-  directory = pathlib.Path(workdir) / 'checkpoints'
-  if not directory.exists():
-    return []
-  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
-
-
-def load_checkpoint(workdir, step: int):
-  """The saved train state as nested dicts of numpy arrays."""
-  import orbax.checkpoint as ocp  # noqa: PLC0415
-
-  path = pathlib.Path(workdir).resolve() / 'checkpoints' / str(step) / 'default'
-  return ocp.PyTreeCheckpointer().restore(path)
+  return helpers.tiny_config()

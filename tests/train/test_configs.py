@@ -44,7 +44,6 @@ def test_config_loads_and_builds(name, variant):
   for section in ('model', 'input', 'audio', 'optim', 'loss', 'evals', 'mesh', 'checkpoint'):
     assert section in config
   model = models.build_model(config.model)
-  assert tuple(model.pathways) == tuple(config.input.pathways)
   inputs = models.example_inputs(
     model,
     batch=2,

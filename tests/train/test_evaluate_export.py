@@ -12,7 +12,8 @@ import pytest
 
 from avsf_jax import evaluate, export, train
 from avsf_jax.input import fake as fake_data
-from tests.train.conftest import ROOT, TINY_CONFIG, subprocess_env
+from tests.helpers import REPO as ROOT
+from tests.helpers import TINY_CONFIG, subprocess_env
 
 
 @pytest.fixture(scope='module')
@@ -50,11 +51,11 @@ def test_export_predicts_like_the_checkpoint_and_evaluates_identically(trained, 
     'audio': [32, 16, 1],
   }
   # Same batch through the training code and through the serialized function.
-  trainer = train.Trainer(config, str(workdir))
+  trainer = train.Trainer(config)
   batch = next(fake_data.make_eval_iterator(config, multi_view=False))
   inputs = {k: batch[k][:, 0] for k in loaded.input_spec}
   variables = jax.tree.map(np.asarray, loaded.variables)
-  ours = trainer.model.apply(variables, inputs, train=False)[0]
+  ours = trainer.experiment.model.apply(variables, inputs, train=False)[0]
   np.testing.assert_allclose(loaded.predict(inputs), ours, rtol=1e-5, atol=1e-5)
   # The export's numbers are the workdir's (it holds the final evaluation's BN statistics).
   results, _, _ = evaluate.evaluate_export(config, str(out), multi_view=True)
@@ -171,7 +172,7 @@ def test_fine_tuning_from_an_export_loads_matching_tensors(trained, tmp_path):
   fine_tune = config.copy_and_resolve_references()
   fine_tune.init_from = str(out)
   fine_tune.model.num_classes = 3
-  trainer = train.Trainer(fine_tune, str(tmp_path / 'fine_tune'))
+  trainer = train.Trainer(fine_tune)
   state = trainer.initial_state()
   np.testing.assert_array_equal(
     state.params['slow_res3']['block0']['conv_b']['conv']['kernel'],

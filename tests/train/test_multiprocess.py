@@ -6,7 +6,7 @@ Each process feeds its half of the global batch; checkpoints are written and rea
 import json
 import socket
 
-from conftest import finished_checkpoints, start_main, subprocess_env
+from tests.helpers import finished_checkpoints, start_main, subprocess_env
 
 
 def _free_port() -> int:

@@ -6,11 +6,11 @@ import numpy as np
 import optax
 import pytest
 
-from avsf_jax import optim, train_config
+from avsf_jax import config_lib, optim
 
 
 def _config(**overrides):
-  config = train_config.sections()['optim']
+  config = config_lib.optim_config()
   config.update(overrides)
   return config
 

@@ -6,7 +6,12 @@ import signal
 import jax
 import numpy as np
 import pytest
-from conftest import (
+
+from avsf_jax import mesh as mesh_lib
+from avsf_jax import train
+from avsf_jax.input import fake as fake_data
+from tests import helpers
+from tests.helpers import (
   finished_checkpoints,
   load_checkpoint,
   start_main,
@@ -14,18 +19,12 @@ from conftest import (
   wait_for,
 )
 
-from avsf_jax import mesh as mesh_lib
-from avsf_jax import train
-from avsf_jax.input import fake as fake_data
-
 
 @pytest.fixture(scope='module')
 def reference_run(tmp_path_factory):
   """The tiny config trained uninterrupted: 6 steps, checkpoints every 2."""
-  import tiny_config  # noqa: PLC0415
-
   workdir = tmp_path_factory.mktemp('reference')
-  results = train.train_and_evaluate(tiny_config.get_config(), str(workdir))
+  results = train.train_and_evaluate(helpers.tiny_config(), str(workdir))
   return workdir, results
 
 
@@ -116,7 +115,7 @@ def test_nan_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(
 def test_fsdp_shards_large_leaves_over_data(tiny_config):
   tiny_config.mesh.param_sharding = 'fsdp'
   tiny_config.mesh.fsdp_min_size = 1024
-  trainer = train.Trainer(tiny_config, '/unused')
+  trainer = train.Trainer(tiny_config)
   specs = [s.spec for s in jax.tree.leaves(trainer.state_sharding.params)]
   shapes = [x.shape for x in jax.tree.leaves(trainer.abstract_state.params)]
   assert any(mesh_lib.DATA in spec for spec in specs)
@@ -129,7 +128,7 @@ def test_fsdp_shards_large_leaves_over_data(tiny_config):
 
 def _abstract_step(config):
   """Traces (without compiling) one train step of `config` on a fake batch."""
-  trainer = train.Trainer(config, '/unused')
+  trainer = train.Trainer(config)
   batch = next(fake_data.make_train_iterator(config, seed=0))
   abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
   return jax.eval_shape(

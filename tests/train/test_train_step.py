@@ -1,10 +1,10 @@
-"""Pieces of the train step that need no model: negatives, curriculum, silence masks, metrics."""
+"""Pieces of the classification task that need no model: negatives, curriculum, silence masks, metrics."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avsf_jax import train
+from avsf_jax.tasks import classification
 
 
 def _batch(n=4):
@@ -18,19 +18,21 @@ def _batch(n=4):
 
 
 def test_easy_negatives_are_the_previous_clip_audio():
-  negative, ok = train.select_negatives(_batch(), jnp.float32(0.0), jax.random.PRNGKey(0))
+  negative, ok = classification.select_negatives(_batch(), jnp.float32(0.0), jax.random.PRNGKey(0))
   np.testing.assert_array_equal(negative[:, 0, 0, 0], [3.0, 0.0, 1.0, 2.0])
   np.testing.assert_array_equal(ok, [1.0, 1.0, 0.0, 1.0])  # rolled has_audio
 
 
 def test_easy_negatives_stay_within_device_sized_groups():
-  negative, ok = train.select_negatives(_batch(), jnp.float32(0.0), jax.random.PRNGKey(0), group=2)
+  negative, ok = classification.select_negatives(
+    _batch(), jnp.float32(0.0), jax.random.PRNGKey(0), group=2
+  )
   np.testing.assert_array_equal(negative[:, 0, 0, 0], [1.0, 0.0, 3.0, 2.0])
   np.testing.assert_array_equal(ok, [0.0, 1.0, 1.0, 1.0])
 
 
 def test_hard_negatives_only_where_the_pipeline_has_one():
-  negative, ok = train.select_negatives(_batch(), jnp.float32(1.0), jax.random.PRNGKey(0))
+  negative, ok = classification.select_negatives(_batch(), jnp.float32(1.0), jax.random.PRNGKey(0))
   np.testing.assert_array_equal(negative[:, 0, 0, 0], [-100.0, -101.0, 1.0, -103.0])
   np.testing.assert_array_equal(ok, [1.0, 1.0, 0.0, 1.0])
 
@@ -43,11 +45,11 @@ def test_hard_fraction_is_about_a_quarter():
     'audio_negative_is_hard': jnp.ones(n),
     'has_audio': jnp.ones(n),
   }
-  negative, _ = train.select_negatives(batch, jnp.float32(0.25), jax.random.PRNGKey(1))
+  negative, _ = classification.select_negatives(batch, jnp.float32(0.25), jax.random.PRNGKey(1))
   assert abs(float(negative.mean()) - 0.25) < 0.03
 
 
 def test_audible_masks_missing_and_near_silent_audio():
   audio = jnp.stack([jnp.zeros((2, 2, 1)), jnp.full((2, 2, 1), -2.44), jnp.zeros((2, 2, 1))])
-  mask = train.audible(audio, jnp.array([1.0, 1.0, 0.0]), threshold=-2.0)
+  mask = classification.audible(audio, jnp.array([1.0, 1.0, 0.0]), threshold=-2.0)
   np.testing.assert_array_equal(mask, [1.0, 0.0, 0.0])

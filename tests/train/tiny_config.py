@@ -13,7 +13,6 @@ def get_config(arg=None):
   config.model.beta_inv = 4
   config.model.bn_group_size = 0
   config.model.alpha = 4
-  config.input.alpha = 4
   config.input.num_frames = 2
   config.input.crop_size = 32
   config.input.test_crop_size = 32
@@ -23,8 +22,15 @@ def get_config(arg=None):
   config.input.eval_batch_size = 8
   config.audio.num_frames = 32
   config.audio.num_mel_bins = 16
-  config.fake_data.num_train_examples = 64
-  config.fake_data.num_eval_examples = 12
+  # In-memory data (avsf_jax/input/fake.py) with its test-only fault hooks: `delay_s` slows
+  # each training batch, `nan_at_step` poisons one.
+  config.fake_data = {
+    'num_train_examples': 64,
+    'num_eval_examples': 12,
+    'multi_label': False,
+    'delay_s': 0.0,
+    'nan_at_step': -1,
+  }
   config.optim.num_epochs = 1.5  # 6 steps
   config.optim.warmup_epochs = 0.5
   config.optim.base_lr = 0.1

@@ -1,0 +1,131 @@
+"""The task seam: what a job trains and evaluates, apart from the loop that runs it.
+
+A `Task` answers five questions for the shared machinery (`experiment.Experiment`, the loop
+in `train.py`, `evaluate`, `export`):
+
+  model     `build_model()`: the Flax module; `model_inputs(batch)`: which batch keys feed it.
+  batch     `input_spec(train=...)`: per-example shapes and dtypes of the model inputs (used
+            to initialise variables, to check batches, and as an export's input signature).
+  loss      `loss(model, params, batch_stats, batch, rng, step)` -> (loss, (batch_stats,
+            metrics)): pure and jittable; the loop differentiates it w.r.t. `params`.
+  predict   `predict(model, variables, batch)` -> {name: array}: what evaluation gathers
+            (jitted and sharded by the experiment).
+  evaluate  `evaluate(predict_fn, variables, batches, progress)` -> (results, per-example
+            outputs): turns predictions over a finite split into the task's metrics.
+
+Optional hooks have defaults here: `trainable(params)` (a mask; a linear probe freezes the
+backbone), `statistics_model(model)` (the model precise BN runs, or None for no precise BN),
+and `export_function(model)` (what an export serialises). A new task subclasses `Task`,
+registers itself in `tasks.TASKS`, and is picked with `--config.task=NAME`; the loop never
+changes. See docs/architecture.md for a walk-through.
+"""
+
+import abc
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from avsf_jax.input import info as info_lib
+
+Batch = Mapping[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+class Task(abc.ABC):
+  """Base class of the tasks on the shared loop; see the module docstring."""
+
+  name: str = ''
+
+  def __init__(self, config: ml_collections.ConfigDict, info: info_lib.DatasetInfo | None):
+    """`info` None: a task without its dataset (building a model or an export from weights)."""
+    self.config = config
+    self.info = info
+    if info is not None:
+      self.check_dataset()
+
+  def check_dataset(self) -> None:
+    """Raises ValueError when the dataset does not fit the config (e.g. a class count)."""
+    return None
+
+  # -- model ---------------------------------------------------------------------------------
+
+  @abc.abstractmethod
+  def build_model(self) -> nn.Module:
+    """The Flax module this task trains (from `config.model`)."""
+
+  @abc.abstractmethod
+  def input_spec(self, *, train: bool) -> dict[str, jax.ShapeDtypeStruct]:
+    """Per-example shapes (no batch axis) and dtypes of the model's inputs."""
+
+  def model_inputs(self, batch: Batch) -> dict[str, jax.Array]:
+    """The entries of `batch` the model reads (by default those of `input_spec`)."""
+    return {k: batch[k] for k in self.input_spec(train=False)}
+
+  def example_inputs(self, batch_size: int = 1, *, train: bool = False) -> dict[str, jax.Array]:
+    """Zeros shaped like a batch of model inputs (for `init` and shape checks)."""
+    return {
+      k: jnp.zeros((batch_size, *s.shape), s.dtype) for k, s in self.input_spec(train=train).items()
+    }
+
+  def init_variables(self, model: nn.Module, rng: jax.Array) -> dict[str, Any]:
+    """Fresh variables: {'params': ..., 'batch_stats': ...} (the latter possibly empty)."""
+    params_rng, dropout_rng = jax.random.split(rng)
+    variables = model.init(
+      {'params': params_rng, 'dropout': dropout_rng}, self.example_inputs(), train=False
+    )
+    return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+
+  # -- training ------------------------------------------------------------------------------
+
+  @abc.abstractmethod
+  def loss(
+    self,
+    model: nn.Module,
+    params: Any,
+    batch_stats: Any,
+    batch: Batch,
+    rng: jax.Array,
+    step: jax.Array,
+  ) -> tuple[jax.Array, tuple[Any, Metrics]]:
+    """(scalar loss, (new batch_stats, metrics)); pure, jittable, differentiated in params."""
+
+  def trainable(self, params: Any) -> Any:
+    """A pytree of bools like `params` saying which leaves the optimizer updates, or None
+    (the default) when every parameter trains. Called with `params=None` to ask which."""
+    del params
+    return None
+
+  # -- evaluation ----------------------------------------------------------------------------
+
+  @abc.abstractmethod
+  def predict(self, model: nn.Module, variables: Any, batch: Batch) -> dict[str, jax.Array]:
+    """Per-example outputs of one eval batch (device side; jitted by the experiment)."""
+
+  @abc.abstractmethod
+  def evaluate(
+    self,
+    predict_fn: Callable[[Any, Batch], Mapping[str, jax.Array]],
+    variables: Any,
+    batches: Iterable[Batch],
+    *,
+    progress: Callable[[Iterable], Iterable] | None = None,
+  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(results, per-example outputs) over a finite, padded (`_mask`) eval split."""
+
+  def statistics_model(self, model: nn.Module) -> nn.Module | None:
+    """The model whose train-mode pass gives one batch's BN statistics (precise BN), or None
+    when the task keeps the running averages."""
+    del model
+    return None
+
+  def export_function(self, model: nn.Module) -> Callable[[Any, Batch], Any]:
+    """`(variables, inputs) -> outputs` that an export serialises (eval mode)."""
+
+    def apply(variables, inputs):
+      return model.apply(variables, inputs, train=False)[0]
+
+    return apply

@@ -27,6 +27,9 @@ import jax.numpy as jnp
 from avsf_jax.models import basic_resnet, heads
 
 MODALITIES = ('image', 'audio')
+# The frame normalisation ImageNet-initialised torchvision ResNets expect (RGB in [0, 1]).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 # The official code initialises the audio conv1 and Psi's weights N(0, 0.02).
 NORMAL_002 = nn.initializers.normal(stddev=0.02)
 

@@ -29,6 +29,11 @@ from avsf_jax.models import heads, layers
 
 ModuleDef = Callable[..., nn.Module]
 
+# torchvision's Kinetics-400 video models expect RGB in [0, 1] normalised with these, on frames
+# resized to 128x171 and centre-cropped to 112x112 (its video classification reference).
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+
 
 def midplanes(in_planes: int, out_planes: int) -> int:
   """Width between the (1x3x3) and (3x1x1) convs: (in*out*27) // (in*9 + 3*out)."""

@@ -60,6 +60,15 @@ def test_student_outputs_and_descriptor_widths():
   assert all(v.dtype == jnp.float32 for v in (logits, *aux.values()))
 
 
+def test_bfloat16_compute_keeps_float32_params_and_outputs():
+  model = imgaud.ImageAudioNet(num_classes=7, dtype=jnp.bfloat16)
+  inputs = {'image': IMAGE, 'audio': AUDIO}
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), inputs, train=False))
+  assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+  logits, aux = _abstract_apply(model, inputs)
+  assert all(v.dtype == jnp.float32 for v in (logits, *aux.values()))
+
+
 def test_teacher_res5_is_2x7x7_and_descriptor_512():
   model = r2plus1d.R2Plus1D()
   (logits, aux), state = _abstract_apply(

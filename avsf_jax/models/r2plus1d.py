@@ -130,5 +130,8 @@ class R2Plus1D(nn.Module):
         stride = 2 if stage > 0 and i == 0 else 1
         x = R2Plus1DBlock(width, stride, conv, norm, name=f'layer{stage + 1}_block{i}')(x)
     pooled = heads.global_pool(x)
-    logits = nn.Dense(self.num_classes, dtype=jnp.float32, name='fc')(pooled)
+    # torchvision's init: FC N(0, 0.01) with zero bias; convs Kaiming-normal fan-out.
+    logits = nn.Dense(
+      self.num_classes, dtype=jnp.float32, kernel_init=layers.fc_kernel_init, name='fc'
+    )(pooled)
     return logits, {'pooled': pooled}

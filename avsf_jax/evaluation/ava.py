@@ -166,6 +166,20 @@ def frame_map(
   return FrameMapResult(class_ids, ap, mean, np.array([num_gt[c] for c in class_ids]))
 
 
+def rows_to_boxes(rows: Iterable, excluded: Iterable[tuple[str, int]] = ()) -> list[Box]:
+  """`ava_files.BoxRow`s (annotations or detections) -> evaluator `Box`es.
+
+  Unlabelled rows (action -1) are dropped: they belong to no class. Detections keep their
+  score, annotations get 1.
+  """
+  excluded = set(excluded)
+  return [
+    Box(image_key(r.video_id, r.timestamp), tuple(r.box), int(r.action_id), float(r.score))
+    for r in rows
+    if r.action_id != -1 and (r.video_id, r.timestamp) not in excluded
+  ]
+
+
 def detection_rows(
   keys: Sequence[str],
   boxes: np.ndarray,

@@ -14,9 +14,14 @@ Boxes are x1, y1, x2, y2 (normalised) as in the CSVs. The official code swaps th
 y1, x1, y2, x2 before computing IoU (PySlowFast's column order [0, 2, 1, 4, 3]); IoU is the same
 either way when both sides use one order, so no swap is needed here.
 
+Rows are `Box` tuples, or for the full validation set (3.6M detection rows: every box times 60
+classes) a `BoxTable` of arrays; matching is vectorised over keyframes per class (`_class_tp`,
+checked against the per-keyframe loop `match_detections`). Measured on the shared 2-core
+machine: 3.6M rows, 60 classes in 14 s.
+
 Ties: within a keyframe and class, equal scores keep their input order (stable sort); across
-keyframes, equal scores are ranked as `np.argsort(scores)[::-1]` with a stable sort, i.e. the
-later one first. The official code sorts with numpy's default (unstable) quicksort, so on exact
+keyframes, equal scores are ranked as `np.argsort(scores)[::-1]` with a stable sort over the
+rows in input order, i.e. the later one first. The official code sorts with numpy's default (unstable) quicksort, so on exact
 ties the two may order differently; AP changes only when tied detections differ in TP/FP.
 """
 
@@ -115,55 +120,116 @@ def voc_average_precision(scores: np.ndarray, tp: np.ndarray, num_groundtruth: i
   return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
 
 
-def _group(rows: Iterable[Box], keep_classes: set[int], excluded: set[str]) -> dict:
-  grouped: dict[tuple[str, int], list[Box]] = {}
-  for row in rows:
-    if row.key in excluded or row.class_id not in keep_classes:
-      continue
-    grouped.setdefault((row.key, row.class_id), []).append(row)
-  return grouped
+class BoxTable(NamedTuple):
+  """Rows of boxes as arrays (the fast form of a list of `Box`): one row per (box, class)."""
+
+  keys: np.ndarray  # (R,) str keyframe keys
+  boxes: np.ndarray  # (R, 4) x1, y1, x2, y2
+  class_ids: np.ndarray  # (R,) int
+  scores: np.ndarray  # (R,) float
+
+
+def box_table(rows: Iterable[Box] | BoxTable) -> BoxTable:
+  """A list of `Box` (or a `BoxTable`, returned as is) -> `BoxTable`."""
+  if isinstance(rows, BoxTable):
+    return rows
+  rows = list(rows)
+  return BoxTable(
+    np.array([r.key for r in rows], dtype=object),
+    np.array([r.box for r in rows], np.float64).reshape(-1, 4),
+    np.array([r.class_id for r in rows], np.int64),
+    np.array([r.score for r in rows], np.float64),
+  )
+
+
+def _select(table: BoxTable, keep: np.ndarray) -> BoxTable:
+  return BoxTable(*(column[keep] for column in table))
+
+
+def _class_tp(
+  det_keys: np.ndarray,
+  det_boxes: np.ndarray,
+  det_scores: np.ndarray,
+  gt_keys: np.ndarray,
+  gt_boxes: np.ndarray,
+  threshold: float,
+) -> np.ndarray:
+  """`match_detections` for every keyframe of one class at once (integer keyframe ids).
+
+  A detection only ever claims the GT box it overlaps most, so within a keyframe the TPs are
+  the highest-scoring detection of each (GT box with IoU >= threshold): a sort and a
+  first-occurrence pick, with the keyframe's GT boxes padded to a common count.
+  """
+  tp = np.zeros(len(det_keys), bool)
+  if len(det_keys) == 0 or len(gt_keys) == 0:
+    return tp
+  order = np.argsort(gt_keys, kind='stable')
+  gt_keys, gt_boxes = gt_keys[order], gt_boxes[order]
+  firsts = np.searchsorted(gt_keys, gt_keys, side='left')
+  slot = np.arange(len(gt_keys)) - firsts  # position of each GT box within its keyframe
+  width = int(slot.max()) + 1
+  unique_keys = np.unique(gt_keys)
+  padded = np.full((len(unique_keys), width, 4), np.nan)
+  row = np.searchsorted(unique_keys, gt_keys)
+  padded[row, slot] = gt_boxes
+  where = np.searchsorted(unique_keys, det_keys)
+  where = np.minimum(where, len(unique_keys) - 1)
+  has_gt = unique_keys[where] == det_keys
+  candidates = padded[where]  # (D, width, 4)
+  a, b = det_boxes[:, None, :], candidates
+  ix = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
+  iy = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
+  inter = np.maximum(ix, 0.0) * np.maximum(iy, 0.0)
+  union = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+  union = union + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]) - inter
+  with np.errstate(divide='ignore', invalid='ignore'):
+    overlaps = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+  overlaps = np.where(np.isnan(b[..., 0]), -np.inf, overlaps)  # padding never matches
+  best = np.argmax(overlaps, axis=1)
+  hit = has_gt & (overlaps[np.arange(len(best)), best] >= threshold)
+  # Visit by keyframe, then descending score (stable): the first claim of a GT box wins.
+  visit = np.lexsort((np.arange(len(det_keys)), -det_scores, det_keys))
+  visit = visit[hit[visit]]
+  claims = det_keys[visit].astype(np.int64) * width + best[visit]
+  _, first = np.unique(claims, return_index=True)
+  tp[visit[first]] = True
+  return tp
 
 
 def frame_map(
-  groundtruth: Iterable[Box],
-  detections: Iterable[Box],
+  groundtruth: Iterable[Box] | BoxTable,
+  detections: Iterable[Box] | BoxTable,
   class_ids: Sequence[int],
   excluded_keys: Iterable[str] = (),
   threshold: float = MATCHING_IOU,
 ) -> FrameMapResult:
   """Frame-level mAP of `detections` against `groundtruth` over the evaluated `class_ids`.
 
-  Rows of other classes and of excluded keyframes are dropped from both sides first.
+  Rows of other classes and of excluded keyframes are dropped from both sides first. Takes
+  lists of `Box` or, for the full AVA validation set (millions of detection rows),
+  `BoxTable`s.
   """
   class_ids = tuple(int(c) for c in class_ids)
   if len(set(class_ids)) != len(class_ids):
     raise ValueError(f'class_ids: expected distinct ids, got {class_ids}')
-  keep, excluded = set(class_ids), set(excluded_keys)
-  gt = _group(groundtruth, keep, excluded)
-  det = _group(detections, keep, excluded)
-  scores = {c: [] for c in class_ids}
-  flags = {c: [] for c in class_ids}
-  num_gt = {c: 0 for c in class_ids}
-  for (_, class_id), rows in gt.items():
-    num_gt[class_id] += len(rows)
-  for (key, class_id), rows in det.items():
-    s = np.array([r.score for r in rows], np.float64)
-    truth = np.array([r.box for r in gt.get((key, class_id), [])], np.float64)
-    flags[class_id].append(match_detections(np.array([r.box for r in rows]), s, truth, threshold))
-    scores[class_id].append(s)
-  ap = np.array(
-    [
-      voc_average_precision(
-        np.concatenate(scores[c]) if scores[c] else np.zeros(0),
-        np.concatenate(flags[c]) if flags[c] else np.zeros(0, bool),
-        num_gt[c],
-      )
-      for c in class_ids
-    ]
-  )
+  gt, det = box_table(groundtruth), box_table(detections)
+  excluded = np.array(sorted(set(excluded_keys)), dtype=object)
+  gt = _select(gt, np.isin(gt.class_ids, class_ids) & ~np.isin(gt.keys, excluded))
+  det = _select(det, np.isin(det.class_ids, class_ids) & ~np.isin(det.keys, excluded))
+  # Keyframe keys as integers, shared by both sides.
+  names, codes = np.unique(np.concatenate([gt.keys, det.keys]).astype(str), return_inverse=True)
+  del names
+  gt_codes, det_codes = codes[: len(gt.keys)], codes[len(gt.keys) :]
+  ap, num_gt = [], []
+  for c in class_ids:
+    g, d = gt.class_ids == c, det.class_ids == c
+    tp = _class_tp(det_codes[d], det.boxes[d], det.scores[d], gt_codes[g], gt.boxes[g], threshold)
+    num_gt.append(int(g.sum()))
+    ap.append(voc_average_precision(det.scores[d], tp, num_gt[-1]))
+  ap = np.array(ap)
   valid = ~np.isnan(ap)
   mean = float(ap[valid].mean()) if valid.any() else float('nan')
-  return FrameMapResult(class_ids, ap, mean, np.array([num_gt[c] for c in class_ids]))
+  return FrameMapResult(class_ids, ap, mean, np.array(num_gt))
 
 
 def rows_to_boxes(rows: Iterable, excluded: Iterable[tuple[str, int]] = ()) -> list[Box]:
@@ -212,6 +278,32 @@ def detection_rows(
     for k in np.flatnonzero(mask)
     for c in class_ids
   ]
+
+
+def detection_table(
+  keys: Sequence[str],
+  boxes: np.ndarray,
+  scores: np.ndarray,
+  class_ids: Sequence[int],
+  mask: np.ndarray | None = None,
+) -> BoxTable:
+  """`detection_rows` as a `BoxTable`, without building a Python object per row."""
+  boxes = np.asarray(boxes, np.float64)
+  scores = np.asarray(scores, np.float64)
+  if boxes.shape != (len(keys), 4) or scores.ndim != 2 or scores.shape[0] != len(keys):
+    raise ValueError(
+      f'expected {len(keys)} keys, (K, 4) boxes and (K, classes) scores, got boxes '
+      f'{boxes.shape} and scores {scores.shape}'
+    )
+  valid = np.flatnonzero(np.ones(len(keys), bool) if mask is None else np.asarray(mask, bool))
+  ids = np.asarray(class_ids, np.int64)
+  n = len(ids)
+  return BoxTable(
+    np.repeat(np.asarray(keys, dtype=object)[valid], n),
+    np.repeat(boxes[valid], n, axis=0),
+    np.tile(ids, len(valid)),
+    scores[valid][:, ids - 1].reshape(-1),
+  )
 
 
 def write_detections_csv(path: str, rows: Iterable[Box]) -> str:

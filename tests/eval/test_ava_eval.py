@@ -167,3 +167,42 @@ def test_synthetic_ava_oracle_labels_on_detector_boxes(tmp_path):
 
   at_08, at_0 = oracle(0.8), oracle(0.0)
   assert at_08 > 0.85 and at_0 < at_08 - 0.1  # measured: 0.90 and 0.61
+
+
+def test_vectorised_matching_equals_the_per_keyframe_loop():
+  """`frame_map` matches all keyframes of a class at once; the TP flags must be those of
+  `match_detections` run keyframe by keyframe (random boxes, with near-duplicates so that
+  GT boxes are claimed twice), and `detection_table` must equal `detection_rows`."""
+  rng = np.random.default_rng(0)
+  gt, det = [], []
+  for k in range(40):
+    key = ava.image_key('v', 902 + k)
+    for _ in range(rng.integers(0, 4)):
+      x, y = rng.uniform(0, 0.6, size=2)
+      box = (x, y, x + 0.3, y + 0.3)
+      gt.append(B(key, box, int(rng.integers(1, 4))))
+      for _ in range(rng.integers(0, 4)):
+        jitter = tuple(np.array(box) + rng.normal(0, 0.04, 4))
+        det.append(B(key, jitter, int(rng.integers(1, 4)), float(rng.uniform())))
+  det += [B('w,0902', (0.1, 0.1, 0.2, 0.2), 1, 0.5)]  # a keyframe without GT
+  result = ava.frame_map(gt, det, [1, 2, 3])
+  for i, c in enumerate([1, 2, 3]):
+    scores, flags = [], []
+    for key in sorted({d.key for d in det}):
+      rows = [d for d in det if d.key == key and d.class_id == c]
+      truth = [g.box for g in gt if g.key == key and g.class_id == c]
+      s = np.array([r.score for r in rows])
+      flags.append(ava.match_detections(np.array([r.box for r in rows]), s, np.array(truth)))
+      scores.append(s)
+    n = sum(g.class_id == c for g in gt)
+    expected = ava.voc_average_precision(np.concatenate(scores), np.concatenate(flags), n)
+    assert result.average_precision[i] == pytest.approx(expected, abs=1e-12)
+    assert 0.0 < expected < 1.0
+  keys = [d.key for d in det[:5]]
+  boxes = np.array([d.box for d in det[:5]])
+  scores = rng.uniform(size=(5, 80))
+  table = ava.detection_table(keys, boxes, scores, [1, 3], mask=[1, 1, 0, 1, 1])
+  rows = ava.box_table(ava.detection_rows(keys, boxes, scores, [1, 3], [1, 1, 0, 1, 1]))
+  assert len(table.keys) == 8
+  for ours, expected in zip(table, rows):
+    np.testing.assert_array_equal(ours, expected)

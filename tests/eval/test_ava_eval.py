@@ -206,3 +206,19 @@ def test_vectorised_matching_equals_the_per_keyframe_loop():
   assert len(table.keys) == 8
   for ours, expected in zip(table, rows):
     np.testing.assert_array_equal(ours, expected)
+
+
+def test_box_column_order_swap_changes_nothing():
+  """PySlowFast's `get_ava_eval_data` reorders x1, y1, x2, y2 rows as columns [0, 2, 1, 4, 3]
+  (y1, x1, y2, x2 after the batch index) for the official evaluator; swapping both sides the
+  same way leaves every IoU, hence every AP, unchanged, so the evaluator here needs no swap."""
+  gt, det = _spec_fixture()
+  row = np.array([7.0, 0.1, 0.2, 0.3, 0.4])  # batch index, x1, y1, x2, y2
+  np.testing.assert_array_equal(row[[0, 2, 1, 4, 3]], [7.0, 0.2, 0.1, 0.4, 0.3])
+
+  def swap(rows):
+    return [r._replace(box=tuple(np.array(r.box)[[1, 0, 3, 2]])) for r in rows]
+
+  a = ava.frame_map(gt, det, [1, 2, 3], ['v,0904'])
+  b = ava.frame_map(swap(gt), swap(det), [1, 2, 3], ['v,0904'])
+  np.testing.assert_array_equal(a.average_precision, b.average_precision)

@@ -35,8 +35,12 @@ def pool_boxes(
   spatial_scale: float,
   sampling_ratio: int,
   aligned: bool,
+  dtype: Any = jnp.float32,
 ) -> jax.Array:
-  """(N, T, H, W, C) map, (N, M, 4) boxes -> (N, M, C): time average, RoIAlign, spatial max."""
+  """(N, T, H, W, C) map, (N, M, 4) boxes -> (N, M, C): time average, RoIAlign, spatial max.
+
+  The time average is taken in float32; RoIAlign's matmuls run in `dtype`.
+  """
   if feature_map.ndim != 5:
     raise ValueError(f'feature map: expected (N, T, H, W, C), got shape {feature_map.shape}')
   frames = feature_map.astype(jnp.float32).mean(axis=1)
@@ -47,6 +51,7 @@ def pool_boxes(
     spatial_scale=spatial_scale,
     sampling_ratio=sampling_ratio,
     aligned=aligned,
+    dtype=dtype,
   )
   return pooled.max(axis=(2, 3))
 
@@ -63,8 +68,8 @@ class RoIHead(nn.Module):
     sampling_ratio: RoIAlign samples per bin and axis; <= 0 for adaptive.
     aligned: RoIAlign's half-pixel corrected mode; False for PySlowFast's c2 checkpoints.
     audio: how an 'audio' feature map, when given, reaches the boxes (`AUDIO_MODES`).
-    dtype: unused by the computation (the head runs in float32, as the classifier head does);
-      kept so every module has the same fields.
+    dtype: dtype of RoIAlign's interpolation matmuls (the backbone's compute dtype); pooling,
+      the FC and the logits are float32, as in the classifier head.
   """
 
   num_classes: int
@@ -96,6 +101,7 @@ class RoIHead(nn.Module):
         spatial_scale=self.spatial_scale,
         sampling_ratio=self.sampling_ratio,
         aligned=self.aligned,
+        dtype=self.dtype,
       )
       for p in self.pathways
     ]

@@ -82,6 +82,7 @@ def roi_align(
   sampling_ratio: int,
   aligned: bool,
   max_grid: int | None = None,
+  dtype: jnp.dtype = jnp.float32,
 ) -> jax.Array:
   """RoIAlign of per-clip boxes: (N, H, W, C) maps, (N, M, 4) boxes -> (N, M, P_h, P_w, C).
 
@@ -99,6 +100,8 @@ def roi_align(
       default), which also forces rois to at least 1x1 map pixels.
     max_grid: static sample grid per axis for adaptive sampling; defaults to
       `required_grid(max(H, W), max(P))`. Ignored when `sampling_ratio > 0`.
+    dtype: dtype of the two interpolation matmuls' operands (e.g. bfloat16 on accelerators);
+      sample positions and weights are computed, and the products accumulated, in float32.
 
   Returns:
     float32 pooled features.
@@ -128,8 +131,16 @@ def roi_align(
   m = boxes.shape[1]
   weights_y = weights_y.reshape(n, m, bins_h, height)
   weights_x = weights_x.reshape(n, m, bins_w, width)
-  rows = jnp.einsum('nmph,nhwc->nmpwc', weights_y, features.astype(jnp.float32))
-  return jnp.einsum('nmpwc,nmqw->nmpqc', rows, weights_x)
+  f32 = jnp.float32
+  rows = jnp.einsum(
+    'nmph,nhwc->nmpwc',
+    weights_y.astype(dtype),
+    features.astype(dtype),
+    preferred_element_type=f32,
+  )
+  return jnp.einsum(
+    'nmpwc,nmqw->nmpqc', rows.astype(dtype), weights_x.astype(dtype), preferred_element_type=f32
+  )
 
 
 def roi_align_indexed(features: jax.Array, rois: jax.Array, **kwargs) -> jax.Array:

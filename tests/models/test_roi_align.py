@@ -179,3 +179,16 @@ def test_rejects_bad_shapes():
       sampling_ratio=0,
       aligned=True,
     )
+
+
+def test_bfloat16_matmuls_stay_close_to_float32():
+  features = _features(seed=5)
+  boxes = np.stack([_EDGE_BOXES, _EDGE_BOXES[::-1]])
+  kwargs = dict(output_size=7, spatial_scale=1 / 16, sampling_ratio=0, aligned=True)
+  full = jax.jit(functools.partial(roi_align.roi_align, **kwargs))(features, boxes)
+  half = jax.jit(functools.partial(roi_align.roi_align, dtype=jnp.bfloat16, **kwargs))(
+    features, boxes
+  )
+  assert half.dtype == jnp.float32
+  np.testing.assert_allclose(half, full, atol=0.05)
+  assert not np.array_equal(half, full)  # the matmuls really ran in bfloat16

@@ -9,8 +9,9 @@ sample rows. That form is jittable with static shapes and runs as two matmuls (n
 
 Adaptive sampling (`sampling_ratio <= 0`) uses ceil(roi size / output size) samples per bin,
 a per-box number: the samples lie on a static grid of `max_grid` per axis and those with
-index >= g are masked. This is exact whenever g <= max_grid; larger boxes are sampled with
-max_grid samples (documented, not silently different: `required_grid` tells the bound).
+index >= g are masked. This is exact whenever g <= max_grid; a box that would need more is
+sampled as if `sampling_ratio = max_grid` (`required_grid` gives a grid that is exact for every
+box inside the map).
 """
 
 import math
@@ -50,7 +51,8 @@ def _axis_weights(
   if sampling_ratio > 0:
     count = jnp.full_like(length, sampling_ratio, dtype=jnp.int32)
   else:
-    count = jnp.ceil(length / bins).astype(jnp.int32)
+    # Boxes needing more samples than the static grid get `grid` evenly spread ones.
+    count = jnp.minimum(jnp.ceil(length / bins).astype(jnp.int32), grid)
   # Masked samples divide by 1 to stay finite; their weight is zeroed below.
   denominator = jnp.maximum(count, 1).astype(length.dtype)
   bin_index = jnp.arange(bins, dtype=length.dtype)

@@ -192,3 +192,22 @@ def test_bfloat16_matmuls_stay_close_to_float32():
   assert half.dtype == jnp.float32
   np.testing.assert_allclose(half, full, atol=0.05)
   assert not np.array_equal(half, full)  # the matmuls really ran in bfloat16
+
+
+def test_boxes_past_the_static_grid_get_that_many_samples():
+  """A 24-pixel box needs 4 samples per bin; with a grid of 2 it is sampled as with
+  sampling_ratio=2, not truncated."""
+  features = _features(n=1, h=32, w=32, c=2, seed=6)
+  boxes = np.array([[[1.5, 2.25, 25.5, 26.25]]], np.float32)
+  ours = jax.jit(
+    functools.partial(
+      roi_align.roi_align,
+      output_size=7,
+      spatial_scale=1.0,
+      sampling_ratio=0,
+      aligned=True,
+      max_grid=2,
+    )
+  )(features, boxes)
+  ref = _reference_roi_align(features[0], boxes[0, 0], 7, 1.0, 2, True)
+  np.testing.assert_allclose(ours[0, 0], ref, atol=1e-5)

@@ -43,3 +43,35 @@ class RotationHead(nn.Module):
     return nn.Dense(
       self.num_rotations, dtype=jnp.float32, kernel_init=layers.fc_kernel_init, name='fc'
     )(x)
+
+
+class PretextModel(nn.Module):
+  """A backbone of the SlowFast family with the ROT head on its pooled features.
+
+  Returns `(rotation_logits, aux)`: the logits are None without a rotation head (the AVS-only
+  variant); `aux` is the backbone's (its 'avs' embeddings feed the AVS loss, its 'pooled'
+  features the probe). The backbone's own classification head is built but unused in
+  pretraining (no classification loss, so it gets no gradient). Parameters live under
+  'backbone' and 'rotation_head', so the backbone's can be exported and probed alone.
+
+  Attributes:
+    backbone: an `AVSlowFast` (any pathways).
+    rotation: whether to add the ROT head.
+    rotation_features: 'visual' or 'all' (see `RotationHead`).
+  """
+
+  backbone: nn.Module
+  rotation: bool = True
+  rotation_features: str = 'visual'
+
+  @nn.compact
+  def __call__(
+    self, inputs: Mapping[str, jax.Array], *, train: bool
+  ) -> tuple[jax.Array | None, dict[str, Any]]:
+    _, aux = self.backbone(inputs, train=train)
+    if not self.rotation:
+      return None, aux
+    logits = RotationHead(features=self.rotation_features, name='rotation_head')(
+      aux['pooled'], train=train
+    )
+    return logits, aux

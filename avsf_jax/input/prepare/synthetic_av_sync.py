@@ -126,9 +126,25 @@ def _heights(times: np.ndarray, bounces: np.ndarray, ceiling: float) -> np.ndarr
   return 4.0 * peak * (times - left) * (right - times) / np.square(gap)
 
 
-def clip_media(class_name: str, seed: int) -> SyncClip:
-  """The frames, audio and ground truth of one clip (a pure function of its arguments)."""
-  colour, rate_name = class_attributes(class_name)
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """Every random choice of a clip but the noise."""
+
+  fps: int
+  sample_rate: int
+  channels: int
+  side: int
+  pitch: float
+  x0: float
+  drift: float
+  rate: float
+  bounces: np.ndarray  # every bounce, including virtual ones outside the clip
+  events: np.ndarray  # the bounces that flash and click
+
+
+def _plan(class_name: str, seed: int) -> tuple[_Plan, np.random.Generator]:
+  """The clip's plan and the generator, positioned for the noise draw."""
+  _, rate_name = class_attributes(class_name)
   rate = RATES[rate_name]
   rng = np.random.default_rng(seed)
   fps = int(rng.choice(_FRAME_RATES))
@@ -141,6 +157,21 @@ def clip_media(class_name: str, seed: int) -> SyncClip:
   inner = event_times(rng, rate, -_MARGIN_S, DURATION_S + _MARGIN_S)
   bounces = np.concatenate([[-_MARGIN_S], inner, [DURATION_S + _MARGIN_S]])
   events = inner[(inner >= 0.0) & (inner < DURATION_S - BURST_S)]
+  plan = _Plan(fps, sample_rate, channels, side, pitch, x0, drift, rate, bounces, events)
+  return plan, rng
+
+
+def clip_events(class_name: str, seed: int) -> np.ndarray:
+  """The event times of a clip, without rendering it (equal to `clip_media(...).events`)."""
+  return _plan(class_name, seed)[0].events
+
+
+def clip_media(class_name: str, seed: int) -> SyncClip:
+  """The frames, audio and ground truth of one clip (a pure function of its arguments)."""
+  colour, _ = class_attributes(class_name)
+  plan, rng = _plan(class_name, seed)
+  fps, sample_rate, side, events = plan.fps, plan.sample_rate, plan.side, plan.events
+  bounces, x0, drift, pitch = plan.bounces, plan.x0, plan.drift, plan.pitch
 
   num_frames = int(round(DURATION_S * fps))
   frame_times = np.arange(num_frames) / fps
@@ -164,7 +195,7 @@ def clip_media(class_name: str, seed: int) -> SyncClip:
 
   num_samples = int(round(DURATION_S * sample_rate))
   noise_rms = 10.0 ** (NOISE_DBFS / 20.0)
-  audio = noise_rms * rng.standard_normal((channels, num_samples))
+  audio = noise_rms * rng.standard_normal((plan.channels, num_samples))
   burst_len = int(round(BURST_S * sample_rate))
   t = np.arange(burst_len) / sample_rate
   # A fast attack and a smooth decay: the onset is sharp at e_k, the burst has no click at its end.
@@ -180,7 +211,7 @@ def clip_media(class_name: str, seed: int) -> SyncClip:
     audio=audio.astype(np.float32),
     sample_rate=sample_rate,
     events=events,
-    rate=rate,
+    rate=plan.rate,
     pitch=pitch,
   )
 

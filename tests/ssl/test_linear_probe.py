@@ -48,6 +48,8 @@ def test_linear_probe_steps_change_only_the_fc():
   inputs = {k: batch[k] for k in INPUTS}
   variables = helpers.random_variables(model, inputs)
   params, stats = variables['params'], variables['batch_stats']
+  # pool5: Slow 8 x 32 + Fast 2 x 32 + Audio 4 x 32 = 448 features.
+  assert params['probe_fc']['kernel'].shape == (448, 3)
   recipe = linear_probe.Recipe('linear', steps=10, learning_rate=0.01, batch_size=4)
   tx = linear_probe.make_optimizer(params, recipe)
   step_fn = linear_probe.make_train_step(model, tx, params)

@@ -70,7 +70,7 @@ def make_optimizer(params: Any, recipe: Recipe, steps: int | None = None):
   """SGD + momentum (+ weight decay on kernels) for trainable leaves, zero updates for the rest."""
   parts = []
   if recipe.weight_decay > 0:
-    parts.append(optax.add_decayed_weights(recipe.weight_decay, mask=lambda p: _kernels(p)))
+    parts.append(optax.add_decayed_weights(recipe.weight_decay, mask=_kernels))
   parts.append(optax.sgd(learning_rate_schedule(recipe, steps), momentum=recipe.momentum))
   mask = trainable_mask(params, recipe.mode)
   labels = jax.tree.map(lambda m: 'train' if m else 'frozen', mask)

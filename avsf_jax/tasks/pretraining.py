@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from avsf_jax import losses
-from avsf_jax import train as train_lib  # select_negatives / audible (see the report)
+from avsf_jax import train as train_lib  # select_negatives, audible (moving to tasks/)
 from avsf_jax.models import rotation_head
 
 PRETEXT_KEYS = (

@@ -1,0 +1,227 @@
+"""Self-supervised pretraining (AVS + ROT, self-supervised spec 1-2): losses and held-out metrics.
+
+Pure functions for the pretraining task. The loss is
+
+  L = rotation_weight * L_ROT + avs_weight * sum_{j in res3, res4, pool5} L_AVS,j
+
+with both weights 1 by default (the paper gives none). L_AVS is the supervised model's
+hierarchical synchronisation loss (`losses.avs_total`), with the curriculum of paper A.8: easy
+negatives (another clip's audio) only for the first `avs_easy_until` of training, then
+`avs_hard_fraction` hard ones (the same video shifted by >= 0.5 s). L_ROT is the 4-way
+cross-entropy of the rotation head against the rotation the input pipeline applied.
+
+**No class label reaches the loss.** `pretext_batch` keeps only `PRETEXT_KEYS` (the inputs, the
+audio bookkeeping and the self-generated `rotation`), and `pretraining_loss` reads the batch only
+through it; `pretext_objective` has no label argument at all.
+
+Held-out metrics (spec 5.4 T1, T2): rotation accuracy, and the synchronisation ranking accuracy
+at pool5, the fraction of clips with d(v, a+) < d(v, a-) against hard negatives (the pipeline's
+shifted audio) and easy ones (the next clip's audio in the batch).
+"""
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from avsf_jax import losses
+from avsf_jax import train as train_lib  # select_negatives, audible (moving to tasks/)
+from avsf_jax.models import rotation_head
+
+PRETEXT_KEYS = (
+  'slow',
+  'fast',
+  'audio',
+  'audio_negative',
+  'audio_negative_is_hard',
+  'has_audio',
+  'rotation',
+  '_mask',
+)
+RANKING_JUNCTION = 'pool5'
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainingSettings:
+  """The loss fields of a pretraining config (`config.loss` + the step where hard negatives
+  start, `round(avs_easy_until * total_steps)`)."""
+
+  rotation_weight: float = 1.0
+  avs_weight: float = 1.0
+  avs_margin: float = 0.99
+  avs_hard_fraction: float = 0.25
+  avs_silence_threshold: float = -2.0
+  avs_duplicate_distance: float = 0.01
+  hard_from_step: int = 0
+  negative_group: int = 0
+
+
+def hard_from_step(total_steps: int, easy_until: float = 0.5) -> int:
+  """First step of the curriculum's hard phase (paper A.8: 60k of 120k)."""
+  return int(round(easy_until * total_steps))
+
+
+def hard_negative_probability(step, *, hard_from: int, hard_fraction: float) -> jax.Array:
+  """0 during the easy phase, then `hard_fraction` (paper A.8: 1/4 hard, 3/4 easy)."""
+  return jnp.where(jnp.asarray(step) >= hard_from, hard_fraction, 0.0).astype(jnp.float32)
+
+
+def pretext_batch(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+  """The entries of `batch` that pretraining may read; labels and everything else are dropped."""
+  return {k: v for k, v in batch.items() if k in PRETEXT_KEYS}
+
+
+def rotation_loss(logits: jax.Array, rotation: jax.Array) -> jax.Array:
+  """Mean 4-way softmax cross-entropy against the applied quarter turns k."""
+  return losses.softmax_cross_entropy(logits, rotation)
+
+
+def pretext_objective(
+  rotation_logits: jax.Array | None,
+  rotation: jax.Array | None,
+  avs: Mapping[str, Mapping[str, jax.Array]],
+  pair_mask: jax.Array | None,
+  settings: PretrainingSettings,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """L_ROT (when there is a rotation head) + sum of L_AVS over the junctions in `avs`."""
+  total = jnp.zeros((), jnp.float32)
+  metrics = {}
+  if rotation_logits is not None:
+    rot = rotation_loss(rotation_logits, rotation)
+    metrics['rotation_loss'] = rot
+    metrics['rotation_accuracy'] = jnp.mean(
+      (jnp.argmax(rotation_logits, axis=-1) == rotation).astype(jnp.float32)
+    )
+    total = total + settings.rotation_weight * rot
+  if avs:
+    avs_loss, avs_metrics = losses.avs_total(
+      avs,
+      margin=settings.avs_margin,
+      pair_mask=pair_mask,
+      duplicate_distance=settings.avs_duplicate_distance,
+    )
+    metrics.update(avs_metrics, avs_loss=avs_loss)
+    total = total + settings.avs_weight * avs_loss
+  metrics['loss'] = total
+  return total, metrics
+
+
+def _uses_avs(backbone) -> bool:
+  return (
+    'audio' in backbone.pathways and len(backbone.pathways) > 1 and bool(backbone.avs_junctions)
+  )
+
+
+def pretraining_loss(
+  model: rotation_head.PretextModel,
+  params: Any,
+  batch_stats: Any,
+  batch: Mapping[str, jax.Array],
+  rng: jax.Array,
+  step: jax.Array,
+  *,
+  settings: PretrainingSettings,
+) -> tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]:
+  """(loss, (new batch_stats, metrics)) of one training batch; the `Task.loss` signature.
+
+  Pure and jittable. Negatives follow the curriculum at `step`; silent pairs are masked as in
+  supervised training. Reads `batch` only through `pretext_batch`.
+  """
+  batch = pretext_batch(batch)
+  rng = jax.random.fold_in(rng, step)
+  dropout_rng, drop_pathway_rng, negative_rng = jax.random.split(rng, 3)
+  inputs = {p: batch[p] for p in model.backbone.pathways}
+  pair_mask = None
+  if _uses_avs(model.backbone):
+    use_hard = hard_negative_probability(
+      step, hard_from=settings.hard_from_step, hard_fraction=settings.avs_hard_fraction
+    )
+    negative, negative_ok = train_lib.select_negatives(
+      batch, use_hard, negative_rng, group=settings.negative_group
+    )
+    inputs['audio_negative'] = negative
+    threshold = settings.avs_silence_threshold
+    pair_mask = train_lib.audible(batch['audio'], batch['has_audio'], threshold) * (
+      train_lib.audible(negative, negative_ok, threshold)
+    )
+  (rotation_logits, aux), updates = model.apply(
+    {'params': params, 'batch_stats': batch_stats},
+    inputs,
+    train=True,
+    rngs={'dropout': dropout_rng, 'drop_pathway': drop_pathway_rng},
+    mutable=['batch_stats'],
+  )
+  loss, metrics = pretext_objective(
+    rotation_logits, batch.get('rotation'), aux['avs'], pair_mask, settings
+  )
+  if pair_mask is not None:
+    metrics['avs_pairs'] = jnp.mean(pair_mask)
+  return loss, (updates['batch_stats'], metrics)
+
+
+def _distance(x: jax.Array, y: jax.Array) -> jax.Array:
+  x, y = x.astype(jnp.float32), y.astype(jnp.float32)
+  return jnp.sqrt(jnp.sum(jnp.square(x - y), axis=-1) + 1e-12)
+
+
+def pretext_predictions(
+  model: rotation_head.PretextModel, variables: Any, batch: Mapping[str, jax.Array]
+) -> dict[str, jax.Array]:
+  """Per-example held-out outputs (eval mode): rotation logits and labels, and the pool5
+  distances d(v, a+), d(v, a_hard) (the batch's `audio_negative`) and d(v, a_easy) (the next
+  clip's audio, rolled over the batch), with masks of where each comparison is valid."""
+  batch = pretext_batch(batch)
+  inputs = {p: batch[p] for p in model.backbone.pathways}
+  avs = _uses_avs(model.backbone)
+  if avs:
+    inputs['audio_negative'] = batch['audio_negative']
+  rotation_logits, aux = model.apply(variables, inputs, train=False)
+  n = batch[model.backbone.pathways[0]].shape[0]
+  valid = batch.get('_mask', jnp.ones((n,), jnp.float32)).astype(jnp.float32)
+  out = {'valid': valid}
+  if rotation_logits is not None:
+    out['rotation_logits'] = rotation_logits
+    out['rotation'] = batch['rotation']
+  if avs:
+    e = aux['avs'][RANKING_JUNCTION]
+    has_audio = batch['has_audio'].astype(jnp.float32)
+    out['d_positive'] = _distance(e['visual'], e['audio'])
+    out['d_hard'] = _distance(e['visual'], e['audio_negative'])
+    out['d_easy'] = _distance(e['visual'], jnp.roll(e['audio'], 1, axis=0))
+    out['hard_valid'] = valid * has_audio * (batch['audio_negative_is_hard'] > 0)
+    out['easy_valid'] = valid * has_audio * jnp.roll(valid * has_audio, 1)
+  return out
+
+
+def _fraction(hits: np.ndarray, mask: np.ndarray) -> float:
+  mask = np.asarray(mask, np.float64)
+  return float(np.sum(np.asarray(hits, np.float64) * mask) / max(np.sum(mask), 1.0))
+
+
+def rotation_accuracy(logits, rotation, mask=None) -> float:
+  """Fraction of clips whose arg-max rotation is the applied one (chance 25%)."""
+  logits = np.asarray(logits)
+  mask = np.ones(logits.shape[0]) if mask is None else mask
+  return _fraction(np.argmax(logits, axis=-1) == np.asarray(rotation), mask)
+
+
+def sync_ranking_accuracy(d_positive, d_negative, mask=None) -> float:
+  """Fraction of clips whose true audio is closer than the negative: d(v, a+) < d(v, a-)."""
+  d_positive = np.asarray(d_positive)
+  mask = np.ones(d_positive.shape[0]) if mask is None else mask
+  return _fraction(d_positive < np.asarray(d_negative), mask)
+
+
+def pretext_metrics(predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
+  """Held-out T1 / T2 metrics from concatenated `pretext_predictions` over a split."""
+  p = {k: np.asarray(v) for k, v in predictions.items()}
+  out = {}
+  if 'rotation_logits' in p:
+    out['rotation_accuracy'] = rotation_accuracy(p['rotation_logits'], p['rotation'], p['valid'])
+  if 'd_positive' in p:
+    out['sync_hard_accuracy'] = sync_ranking_accuracy(p['d_positive'], p['d_hard'], p['hard_valid'])
+    out['sync_easy_accuracy'] = sync_ranking_accuracy(p['d_positive'], p['d_easy'], p['easy_valid'])
+  return out

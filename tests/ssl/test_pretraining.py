@@ -1,0 +1,134 @@
+"""Pretraining losses and held-out metrics: hand-computed values, and no label in the loss."""
+
+import functools
+import inspect
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from avsf_jax.models import rotation_head
+from avsf_jax.tasks import pretraining
+from tests.ssl import helpers
+
+
+def test_curriculum_is_easy_for_the_first_half_then_one_quarter_hard():
+  """Paper A.8: easy only for the first 60k of 120k iterations, then 1/4 hard."""
+  start = pretraining.hard_from_step(120_000, easy_until=0.5)
+  assert start == 60_000
+  probability = [
+    float(pretraining.hard_negative_probability(s, hard_from=start, hard_fraction=0.25))
+    for s in (0, 59_999, 60_000, 119_999)
+  ]
+  assert probability == [0.0, 0.0, 0.25, 0.25]
+
+
+def test_objective_is_rotation_cross_entropy_plus_avs_by_hand():
+  # AVS at one junction: positives coincide (d+ = 0), negatives swapped (d- = sqrt(0.5)).
+  v = jnp.array([[0.5, 0.0], [0.0, 0.5]])
+  avs = {'pool5': {'visual': v, 'audio': v, 'audio_negative': v[::-1]}}
+  avs_hand = 0.5 * (0.99 - math.sqrt(0.5)) ** 2  # mean over 2 equal examples, / 2
+  # ROT: uniform logits -> ln 4; [2, 0, 0, 0] with k = 0 -> ln(e^2 + 3) - 2.
+  logits = jnp.array([[0.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0]])
+  rotation = jnp.array([3, 0])
+  rot_hand = (math.log(4.0) + math.log(math.e**2 + 3.0) - 2.0) / 2
+  settings = pretraining.PretrainingSettings(rotation_weight=2.0, avs_weight=1.0)
+  loss, metrics = pretraining.pretext_objective(logits, rotation, avs, None, settings)
+  assert float(metrics['avs_loss_pool5']) == pytest.approx(avs_hand, rel=1e-5)
+  assert float(metrics['rotation_loss']) == pytest.approx(rot_hand, rel=1e-6)
+  assert float(metrics['rotation_accuracy']) == 0.5  # argmax of a tie is 0, not 3
+  assert float(loss) == pytest.approx(2.0 * rot_hand + avs_hand, rel=1e-5)
+  # AVS only (no rotation head) and ROT only (no AVS junctions).
+  loss, _ = pretraining.pretext_objective(None, None, avs, None, settings)
+  assert float(loss) == pytest.approx(avs_hand, rel=1e-5)
+  loss, _ = pretraining.pretext_objective(logits, rotation, {}, None, settings)
+  assert float(loss) == pytest.approx(2.0 * rot_hand, rel=1e-6)
+
+
+def test_held_out_accuracies_by_hand():
+  logits = np.array([[0, 5, 0, 0], [0, 0, 5, 0], [0, 0, 0, 5], [5, 0, 0, 0]], np.float32)
+  assert pretraining.rotation_accuracy(logits, [1, 2, 0, 0]) == 0.75
+  assert pretraining.rotation_accuracy(logits, [1, 2, 0, 0], mask=[1, 1, 1, 0]) == pytest.approx(
+    2 / 3
+  )
+  d_positive, d_negative = [0.1, 0.5, 0.3, 0.2], [0.2, 0.4, 0.9, 0.2]
+  assert pretraining.sync_ranking_accuracy(d_positive, d_negative) == 0.5  # ties do not count
+  assert pretraining.sync_ranking_accuracy(d_positive, d_negative, mask=[1, 1, 0, 0]) == 0.5
+  assert pretraining.sync_ranking_accuracy(d_positive, d_negative, mask=[1, 0, 1, 0]) == 1.0
+  metrics = pretraining.pretext_metrics(
+    {
+      'rotation_logits': logits,
+      'rotation': [1, 2, 0, 0],
+      'valid': [1, 1, 1, 1],
+      'd_positive': d_positive,
+      'd_hard': d_negative,
+      'd_easy': [0.0, 1.0, 1.0, 1.0],
+      'hard_valid': [1, 1, 1, 1],
+      'easy_valid': [1, 1, 1, 0],
+    }
+  )
+  assert metrics == {
+    'rotation_accuracy': 0.75,
+    'sync_hard_accuracy': 0.5,
+    'sync_easy_accuracy': pytest.approx(2 / 3),
+  }
+
+
+@pytest.fixture(scope='module')
+def pretext():
+  model = rotation_head.PretextModel(backbone=helpers.StubBackbone())
+  batch = helpers.batch(n=4)
+  inputs = {k: batch[k] for k in ('slow', 'fast', 'audio')}
+  return model, helpers.random_variables(model, inputs), batch
+
+
+def test_no_class_label_reaches_the_loss(pretext):
+  model, variables, batch = pretext
+  parameters = inspect.signature(pretraining.pretext_objective).parameters
+  assert not any('label' in name for name in parameters)
+  assert 'label' not in pretraining.pretext_batch({**batch, 'label_verb': 1})
+  settings = pretraining.PretrainingSettings(hard_from_step=0)  # hard negatives in play too
+
+  @jax.jit
+  def loss(b):
+    return pretraining.pretraining_loss(
+      model,
+      variables['params'],
+      variables['batch_stats'],
+      b,
+      jax.random.key(1),
+      jnp.asarray(3),
+      settings=settings,
+    )
+
+  value, (_, metrics) = loss(batch)
+  scrambled = dict(batch, label=jnp.asarray([3, 1, 0, 2]), label_verb=jnp.arange(4))
+  value2, (_, metrics2) = loss(scrambled)
+  assert float(value) > 0.0 and np.isfinite(float(value))
+  assert float(value2) == float(value)
+  assert {k: float(v) for k, v in metrics2.items()} == {k: float(v) for k, v in metrics.items()}
+  assert set(metrics) >= {'rotation_loss', 'avs_loss_res3', 'avs_loss_pool5', 'avs_pairs'}
+  # The rotation label does reach it.
+  value3, _ = loss(dict(batch, rotation=(batch['rotation'] + 1) % 4))
+  assert float(value3) != float(value)
+
+
+def test_predictions_rank_hard_and_easy_negatives_consistently(pretext):
+  """The audio embedding depends on the audio alone (as in AVSlowFast, whose Audio pathway never
+  sees the video, with eval-mode BN), so an `audio_negative` equal to the positive gives
+  d_hard = d_positive, and one equal to the next clip's audio gives d_hard = d_easy."""
+  model, variables, batch = pretext
+  predict = jax.jit(functools.partial(pretraining.pretext_predictions, model))
+  same = predict(variables, dict(batch, audio_negative=batch['audio']))
+  np.testing.assert_allclose(same['d_hard'], same['d_positive'], rtol=1e-5)
+  rolled = dict(batch, audio_negative=jnp.roll(batch['audio'], 1, axis=0))
+  out = predict(variables, rolled)
+  np.testing.assert_allclose(out['d_hard'], out['d_easy'], rtol=1e-5)
+  assert out['rotation_logits'].shape == (4, 4)
+  np.testing.assert_array_equal(out['easy_valid'], [1, 1, 1, 1])
+  silent = dict(rolled, has_audio=jnp.asarray([1.0, 0.0, 1.0, 1.0]))
+  out = predict(variables, silent)
+  np.testing.assert_array_equal(out['easy_valid'], [1, 0, 0, 1])  # clip 2's negative is clip 1
+  np.testing.assert_array_equal(out['hard_valid'], [1, 0, 1, 1])

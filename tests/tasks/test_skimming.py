@@ -1,0 +1,115 @@
+"""The skimming recipe (spec §3.3): batches, loss, parameter groups and their learning rates."""
+
+import numpy as np
+import optax
+import pytest
+
+from avsf_jax.tasks import skimming
+
+
+def _video(n, offset=0.0, d_i=3, d_a=2):
+  rows = np.arange(n, dtype=np.float32)[:, None] + offset
+  return rows + np.zeros((1, d_i), np.float32), -rows + np.zeros((1, d_a), np.float32)
+
+
+def test_random_max_len_is_uniform_over_200_to_500_inclusive():
+  rng = np.random.default_rng(0)
+  draws = np.array([skimming.random_max_len(rng) for _ in range(20000)])
+  assert draws.min() == 200 and draws.max() == 500
+  assert abs(draws.mean() - 350) < 2
+
+
+def test_training_batch_crops_a_contiguous_window_and_repeats_short_videos():
+  rng = np.random.default_rng(1)
+  batch = skimming.make_batch(
+    [_video(30), _video(3, 100.0)], [4, 7], num_steps=5, max_len=10, rng=rng, buckets=(8, 16)
+  )
+  assert batch['image'].shape == (2, 16, 3) and batch['audio'].shape == (2, 16, 2)
+  start = batch['offset'][0]
+  assert 0 <= start <= 20
+  np.testing.assert_array_equal(batch['image'][0, :10, 0], np.arange(start, start + 10))
+  np.testing.assert_array_equal(batch['audio'][0, :10, 0], -np.arange(start, start + 10))
+  np.testing.assert_array_equal(batch['mask'][0], [1] * 10 + [0] * 6)
+  # 3 pairs, T = 5: the last pair is repeated and the mask covers max(T, length) = 5.
+  np.testing.assert_array_equal(batch['image'][1, :6, 0], [100, 101, 102, 102, 102, 0])
+  np.testing.assert_array_equal(batch['mask'][1], [1] * 5 + [0] * 11)
+  np.testing.assert_array_equal(batch['length'], [10, 5])
+  np.testing.assert_array_equal(batch['label'], [4, 7])
+
+
+def test_crop_windows_cover_every_start():
+  rng = np.random.default_rng(2)
+  starts = {
+    int(skimming.make_batch([_video(13)], [0], num_steps=2, max_len=10, rng=rng)['offset'][0])
+    for _ in range(200)
+  }
+  assert starts == {0, 1, 2, 3}
+
+
+def test_validation_batch_uses_the_longest_video():
+  batch = skimming.make_batch([_video(12), _video(7)], [0, 1], num_steps=4)
+  assert batch['image'].shape[1] == 12
+  np.testing.assert_array_equal(batch['mask'].sum(1), [12, 7])
+  np.testing.assert_array_equal(batch['image'][0, :, 0], np.arange(12))
+
+
+def test_bucket_length_and_errors():
+  assert skimming.bucket_length(17, (16, 32, 64)) == 32
+  assert skimming.bucket_length(16, (16, 32)) == 16
+  assert skimming.bucket_length(17, None) == 17
+  with pytest.raises(ValueError, match='largest bucket 32'):
+    skimming.bucket_length(33, (16, 32))
+  with pytest.raises(ValueError, match='video 0'):
+    skimming.make_batch([(np.zeros((3, 2)), np.zeros((4, 2)))], [0], num_steps=2)
+
+
+def test_loss_is_the_summary_cross_entropy_plus_an_optional_last_step_term():
+  rng = np.random.default_rng(3)
+  logits = rng.standard_normal((4, 5)).astype(np.float32)
+  steps = rng.standard_normal((4, 3, 5)).astype(np.float32)
+  labels = np.array([0, 4, 2, 2])
+
+  def ce(z):
+    z = z - z.max(-1, keepdims=True)
+    return np.mean(np.log(np.exp(z).sum(-1)) - z[np.arange(4), labels])
+
+  loss, metrics = skimming.skimming_loss(logits, steps, labels)
+  np.testing.assert_allclose(loss, ce(logits), rtol=1e-6)
+  loss2, _ = skimming.skimming_loss(logits, steps, labels, last_step_weight=1.0)
+  np.testing.assert_allclose(loss2, ce(logits) + ce(steps[:, -1]), rtol=1e-6)
+  np.testing.assert_allclose(metrics['summary_top1'], np.mean(logits.argmax(-1) == labels))
+
+
+def test_optimizer_groups_get_lr_x1_x0_1_and_zero():
+  """First Nesterov step: -lr·factor·(1 + momentum)·(g + wd·p); after epoch 15 the lr is x0.1."""
+  params = {
+    'fusion': {'fc1': {'kernel': np.ones((2, 2), np.float32)}},
+    'classifier': {'kernel': np.ones((2, 3), np.float32), 'bias': np.zeros(3, np.float32)},
+    'lstm': {'ih_v': np.ones((2, 4), np.float32)},
+    'image_key_bn': {'scale': np.ones(2, np.float32)},
+  }
+  groups = skimming.param_groups(params)
+  assert groups['fusion']['fc1']['kernel'] == 'fusion'
+  assert groups['classifier']['bias'] == 'classifier'
+  assert groups['lstm']['ih_v'] == groups['image_key_bn']['scale'] == 'default'
+  opt = skimming.make_optimizer(steps_per_epoch=2)
+  grads = {k: {n: np.full_like(v, 0.5) for n, v in g.items()} for k, g in params.items()}
+  grads['fusion'] = {'fc1': {'kernel': np.full((2, 2), 0.5, np.float32)}}
+  state = opt.init(params)
+  updates, state = opt.update(grads, state, params)
+  expect = lambda lr, p: -lr * 1.9 * (0.5 + 1e-4 * p)
+  np.testing.assert_allclose(updates['lstm']['ih_v'], expect(0.01, 1.0), rtol=1e-6)
+  np.testing.assert_allclose(updates['image_key_bn']['scale'], expect(0.01, 1.0), rtol=1e-6)
+  np.testing.assert_allclose(updates['classifier']['kernel'], expect(0.001, 1.0), rtol=1e-6)
+  np.testing.assert_allclose(updates['classifier']['bias'], expect(0.001, 0.0), rtol=1e-6)
+  np.testing.assert_array_equal(updates['fusion']['fc1']['kernel'], 0.0)
+
+
+def test_schedule_is_x0_1_at_epochs_15_and_20():
+  schedule = skimming.learning_rate_schedule(0.01, steps_per_epoch=10)
+  np.testing.assert_allclose(
+    [schedule(0), schedule(149), schedule(150), schedule(199), schedule(200), schedule(249)],
+    [0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001],
+    rtol=1e-6,
+  )
+  assert isinstance(skimming.make_optimizer(steps_per_epoch=1), optax.GradientTransformation)

@@ -332,3 +332,80 @@ def sparse_banks(image, audio, mask, factor: int, mode: str = 'torch_compat'):
     for b in (image, audio)
   ]
   return rebuilt[0], rebuilt[1]
+
+
+class NonRecurrentSkimming(nn.Module):
+  """The NON-RECURRENT baseline (§4, Table 1): one learned query per modality, no LSTM.
+
+  The attention w = s^I w^I + s^A w^A (learned modality scores) is computed once from the
+  keys. Training classifies FC_cls(Σ_j w_j Ψ(z^I_j, z^A_j)) (spec [assumption]); at test the
+  `num_picks` positions of largest w are taken and FC_cls(mean of their Ψ) classifies.
+  `inputs` as `Skimming`; `aux['indices']` (B, num_picks) and `aux['weights']` (B, L).
+  """
+
+  num_classes: int
+  num_picks: int = 10
+  key_dim: int = 512
+  fusion_hidden: int = 1024
+  feature_dim: int = 512
+  bn_momentum: float = 0.9
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs: Mapping[str, jax.Array], *, train: bool):
+    image = jnp.asarray(inputs['image'], jnp.float32)
+    audio = jnp.asarray(inputs['audio'], jnp.float32)
+    mask = jnp.asarray(inputs['mask'], jnp.float32)
+    if image.shape[1] < self.num_picks:
+      raise ValueError(
+        f'NonRecurrentSkimming: banks of length {image.shape[1]} are shorter than num_picks='
+        f'{self.num_picks}'
+      )
+    norm = functools.partial(
+      layers.BatchNorm, use_running_average=not train, momentum=self.bn_momentum
+    )
+    weights = []
+    for m, bank in (('image', image), ('audio', audio)):
+      k = _dense(self.key_dim, bank.shape[-1], f'{m}_key', self.dtype)(bank)
+      keys = nn.relu(norm(name=f'{m}_key_bn')(k)).astype(jnp.float32)
+      query = self.param(
+        f'{m}_query', nn.initializers.normal(1 / math.sqrt(self.key_dim)), (self.key_dim,)
+      )
+      weights.append(masked_attention(keys, jnp.broadcast_to(query, keys.shape[::2]), mask))
+    scores = jax.nn.softmax(self.param('modality_logits', nn.initializers.zeros, (2,)))
+    w = scores[0] * weights[0] + scores[1] * weights[1]
+    fused = Fusion(self.fusion_hidden, self.feature_dim, self.dtype, name='fusion')(image, audio)
+    classifier = _dense(self.num_classes, self.feature_dim, 'classifier', self.dtype)
+    _, indices = jax.lax.top_k(w, self.num_picks)
+    if train:
+      summary = jnp.einsum('bl,bld->bd', w, fused)
+    else:
+      summary = jnp.take_along_axis(fused, indices[..., None], axis=1).mean(axis=1)
+    logits = classifier(summary).astype(jnp.float32)
+    return logits, {'indices': indices.astype(jnp.int32), 'weights': w}
+
+
+class SequenceLSTM(nn.Module):
+  """The LSTM baseline (§4, Table 1): an LSTM over all N fused features in order, FC on h_N.
+
+  `inputs` as `Skimming`; the valid pairs must come first (h_N is read at the last valid one).
+  """
+
+  num_classes: int
+  hidden: int = 1024
+  fusion_hidden: int = 1024
+  feature_dim: int = 512
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs: Mapping[str, jax.Array], *, train: bool):
+    del train  # No batch statistics or dropout.
+    image = jnp.asarray(inputs['image'], jnp.float32)
+    audio = jnp.asarray(inputs['audio'], jnp.float32)
+    mask = jnp.asarray(inputs['mask'], jnp.float32)
+    fused = Fusion(self.fusion_hidden, self.feature_dim, self.dtype, name='fusion')(image, audio)
+    cell = nn.OptimizedLSTMCell(self.hidden, param_dtype=jnp.float32, name='lstm')
+    lengths = mask.sum(axis=1).astype(jnp.int32)
+    (_, h), _ = nn.RNN(cell, return_carry=True, name='rnn')(fused, seq_lengths=lengths)
+    logits = _dense(self.num_classes, self.hidden, 'classifier', self.dtype)(h)
+    return logits.astype(jnp.float32), {}

@@ -306,3 +306,40 @@ def test_sparse_banks_reapply_the_mask():
   np.testing.assert_array_equal(image[0, 6:], 0)
   # torch_compat leaks the padding zeros into valid positions near the end (spec §3.4).
   np.testing.assert_allclose(image[0, 5], 0.85, rtol=1e-6)  # x = 1.15: 0.85 * 1 + 0.15 * 0
+
+
+def test_non_recurrent_baseline_takes_the_top_attention_positions_at_test():
+  model = skimming.NonRecurrentSkimming(
+    num_classes=C, num_picks=3, key_dim=8, fusion_hidden=12, feature_dim=10
+  )
+  inputs = {k: v for k, v in _inputs(seed=5).items() if k != 'start_index'}
+  init = jax.jit(functools.partial(model.init, train=False))
+  variables = _randomised(flax.core.unfreeze(init(jax.random.key(0), inputs)))
+  logits, aux = _apply(model, variables, inputs, train=False)
+  w = np.asarray(aux['weights'])
+  np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-5)
+  for b, n in enumerate(LENGTHS):
+    assert np.all(w[b, n:] == 0)
+    np.testing.assert_array_equal(np.sort(aux['indices'][b]), np.sort(np.argsort(-w[b])[:3]))
+  p = _np(variables['params'])
+  fused = _dense(
+    p['fusion']['fc2'],
+    np.maximum(
+      _dense(p['fusion']['fc1'], np.concatenate([inputs['image'], inputs['audio']], -1)), 0
+    ),
+  )
+  picked = np.take_along_axis(fused, np.asarray(aux['indices'])[..., None], 1).mean(1)
+  np.testing.assert_allclose(logits, _dense(p['classifier'], picked), atol=1e-5)
+  soft, _ = _apply(model, variables, inputs, train=True)
+  assert not np.allclose(soft, logits, atol=1e-3)
+
+
+def test_sequence_lstm_baseline_reads_h_at_the_last_valid_pair():
+  model = skimming.SequenceLSTM(num_classes=C, hidden=8, fusion_hidden=12, feature_dim=10)
+  inputs = {k: v for k, v in _inputs(seed=6).items() if k != 'start_index'}
+  variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0), inputs)
+  logits, _ = _apply(model, variables, inputs, train=False)
+  n = LENGTHS[1]
+  alone = {'image': inputs['image'][1:2, :n], 'audio': inputs['audio'][1:2, :n]}
+  alone['mask'] = np.ones((1, n), np.float32)
+  np.testing.assert_allclose(logits[1:2], _apply(model, variables, alone, False)[0], atol=1e-5)

@@ -266,9 +266,9 @@ class Skimming(nn.Module):
         z_audio = jnp.take_along_axis(audio, pick_audio[:, None, None], axis=1)[:, 0]
       out['image_indices'].append(pick_image)
       out['audio_indices'].append(pick_audio)
-      out['scores'].append(
-        scores if scores.shape[-1] == 2 else jnp.concatenate([scores, 0 * scores], -1)
-      )
+      if scores.shape[-1] == 1:  # single-modality indexing: all weight on that modality
+        scores = scores * jax.nn.one_hot(('image', 'audio').index(indexing[0]), 2)
+      out['scores'].append(scores)
       # No repeats: each modality's argmax leaves its own mask (the official rule); at test
       # the index taken from that modality's bank leaves it too, so no pair is taken twice.
       taken = {'image': pick_image, 'audio': pick_audio}

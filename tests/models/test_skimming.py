@@ -63,56 +63,58 @@ def np_lstm(p, x, h, c):
 
 
 def np_step(p, s, keys, banks, masks, z, hc, train, test_index):
-  """One skimming step (§3.2): returns f_t, p_t, (h, c), next z, picks and new masks."""
+  """One skimming step (§3.2): returns f_t, p_t, (h, c), next z, picks and new masks.
+
+  `keys` / `masks` hold the indexing modalities ('image' and 'audio', or one of them).
+  """
   f = _dense(p['fusion']['fc2'], np.maximum(_dense(p['fusion']['fc1'], np.concatenate(z, -1)), 0))
   h, c = np_lstm(p['lstm'], f, *hc)
   pred = _dense(p['prediction_fc'], h)
+  mods = list(keys)
   w = {}
-  for m in ('image', 'audio'):
+  for m in mods:
     q = _dense(p[f'{m}_query_fc1'], h)
     q = np.maximum(_bn(p[f'{m}_query_bn'], s.get(f'{m}_query_bn'), q, train), 0)
     q = _dense(p[f'{m}_query_fc2'], q)
     score = np.einsum('bld,bd->bl', keys[m], q) / np.sqrt(keys[m].shape[-1])
     score = score * masks[m] + (1 - masks[m]) * -1e35
     w[m] = _softmax(score)
-  sc = _softmax(_dense(p['modality_fc'], h))
+  sc = _softmax(_dense(p['modality_fc'], h)) if len(mods) == 2 else np.ones((h.shape[0], 1))
   image, audio = banks
   arg = {m: w[m].argmax(-1) for m in w}
   rows = np.arange(h.shape[0])
   if train:
-    zi = np.stack(
-      [sc[b, 0] * w['image'][b] @ image[b] + sc[b, 1] * w['audio'][b] @ image[b] for b in rows]
-    )
-    za = np.stack(
-      [sc[b, 0] * w['image'][b] @ audio[b] + sc[b, 1] * w['audio'][b] @ audio[b] for b in rows]
-    )
-    picks = (arg['image'], arg['audio'])
+    # Eqs. (7)-(8): z̃^M_{t+1} = Σ_k s^k_t Σ_j w^k_j z^M_j, for both banks M.
+    zi = np.stack([sum(sc[b, k] * w[m][b] @ image[b] for k, m in enumerate(mods)) for b in rows])
+    za = np.stack([sum(sc[b, k] * w[m][b] @ audio[b] for k, m in enumerate(mods)) for b in rows])
+    picks = (arg[mods[0]], arg[mods[-1]])
   else:
     if test_index == 'image':
-      picks = (arg['image'], arg['image'])
+      picks = (arg[mods[0]], arg[mods[0]])
     elif test_index == 'per_modality':
-      picks = (arg['image'], arg['audio'])
+      picks = (arg[mods[0]], arg[mods[-1]])
     else:
-      mixed = (sc[:, :1] * w['image'] + sc[:, 1:] * w['audio']).argmax(-1)
+      mixed = sum(sc[:, k : k + 1] * w[m] for k, m in enumerate(mods)).argmax(-1)
       picks = (mixed, mixed)
     zi, za = image[rows, picks[0]], audio[rows, picks[1]]
   new_masks = {}
-  for k, m in enumerate(('image', 'audio')):
+  for m in mods:
     new_masks[m] = masks[m].copy()
     new_masks[m][rows, arg[m]] = 0
     if not train:
-      new_masks[m][rows, picks[k]] = 0
+      new_masks[m][rows, picks[0 if m == 'image' else 1]] = 0
   return f, pred, (h, c), (zi, za), picks, new_masks
 
 
-def np_rollout(variables, image, audio, mask, start, train, test_index='image'):
+def np_rollout(variables, image, audio, mask, start, train, test_index='image', mods=None):
   """The whole T-step rollout: logits, step predictions and the indices of every step."""
   p, s = _np(variables['params']), _np(variables['batch_stats'])
   image, audio, mask = (np.asarray(a, np.float64) for a in (image, audio, mask))
   keys = {}
   for m, bank in (('image', image), ('audio', audio)):
-    k = _dense(p[f'{m}_key'], bank)
-    keys[m] = np.maximum(_bn(p[f'{m}_key_bn'], s.get(f'{m}_key_bn'), k, train), 0)
+    if m in (mods or ('image', 'audio')):
+      k = _dense(p[f'{m}_key'], bank)
+      keys[m] = np.maximum(_bn(p[f'{m}_key_bn'], s.get(f'{m}_key_bn'), k, train), 0)
   masks = {m: mask.copy() for m in keys}
   for m in masks:
     masks[m][np.arange(B), start] = 0
@@ -226,6 +228,7 @@ def test_image_test_index_uses_the_image_argmax_for_both_banks():
   model, variables = _model_and_variables()
   _, aux = _apply(model, variables, _inputs(seed=3), train=False)
   np.testing.assert_array_equal(aux['image_indices'], aux['audio_indices'])
+  np.testing.assert_array_equal(aux['modality_scores'][..., 1], 1.0)
 
 
 def test_padding_does_not_change_a_videos_hard_selection():
@@ -343,3 +346,28 @@ def test_sequence_lstm_baseline_reads_h_at_the_last_valid_pair():
   alone = {'image': inputs['image'][1:2, :n], 'audio': inputs['audio'][1:2, :n]}
   alone['mask'] = np.ones((1, n), np.float32)
   np.testing.assert_allclose(logits[1:2], _apply(model, variables, alone, False)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize('train', [True, False])
+def test_single_modality_indexing_equals_numpy_reference(train):
+  """index_modalities='audio': one query and key; its attention indexes both banks."""
+  model = skimming.Skimming(num_classes=C, num_steps=T, index_modalities='audio', **SIZES)
+  inputs = _inputs(seed=8)
+  init = jax.jit(functools.partial(model.init, train=False))
+  variables = _randomised(flax.core.unfreeze(init(jax.random.key(2), inputs)))
+  assert 'image_query_fc1' not in variables['params'] and 'modality_fc' not in variables['params']
+  logits, aux = _apply(model, variables, inputs, train=train)
+  ref_logits, ref_preds, ref_picks = np_rollout(
+    variables,
+    inputs['image'],
+    inputs['audio'],
+    inputs['mask'],
+    inputs['start_index'],
+    train,
+    mods=('audio',),
+  )
+  np.testing.assert_allclose(logits, ref_logits, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(aux['step_logits'], ref_preds, atol=1e-5, rtol=1e-5)
+  np.testing.assert_array_equal(aux['audio_indices'], ref_picks[:, :, 1])
+  np.testing.assert_array_equal(aux['image_indices'], aux['audio_indices'])
+  np.testing.assert_array_equal(aux['modality_scores'][..., 1], 1.0)

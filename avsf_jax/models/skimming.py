@@ -41,8 +41,14 @@ INDEX_MODALITIES = ('both', 'image', 'audio')
 INTERPOLATIONS = ('torch_compat', 'exact_grid')
 # The score given to masked positions (the official code's -1e35): exp() of it is exactly 0.
 MASKED_SCORE = -1e35
-# Ψ's weights: normal(0, 0.02) (spec §2.2).
+# Ψ's weights: normal(0, 0.02) (spec §2.2); the official code also draws the queries', keys' and
+# step predictor's weights so, and the keys' BN scales from normal(1, 0.02).
 fusion_kernel_init = nn.initializers.normal(stddev=0.02)
+skim_kernel_init = fusion_kernel_init
+
+
+def key_bn_scale_init(key, shape, dtype=jnp.float32):
+  return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
 
 
 def torch_uniform_init(fan_in: int):
@@ -209,15 +215,20 @@ class Skimming(nn.Module):
     fusion = Fusion(self.fusion_hidden, self.feature_dim, self.dtype, name='fusion')
     lstm = WeightNormLSTMCell(self.hidden, self.dtype, name='lstm')
     classifier = dense(self.num_classes, self.feature_dim, 'classifier')
-    prediction_fc = dense(self.num_classes, self.hidden, 'prediction_fc')
+    prediction_fc = dense(
+      self.num_classes, self.hidden, 'prediction_fc', kernel_init=skim_kernel_init
+    )
     keys, queries = {}, {}
     for m in indexing:
-      k = dense(self.key_dim, banks[m].shape[-1], f'{m}_key')(banks[m])
-      keys[m] = nn.relu(norm(name=f'{m}_key_bn')(k)).astype(jnp.float32)
+      k = dense(self.key_dim, banks[m].shape[-1], f'{m}_key', kernel_init=skim_kernel_init)(
+        banks[m]
+      )
+      k = norm(scale_init=key_bn_scale_init, name=f'{m}_key_bn')(k)
+      keys[m] = nn.relu(k).astype(jnp.float32)
       queries[m] = (
-        dense(self.hidden, self.hidden, f'{m}_query_fc1'),
+        dense(self.hidden, self.hidden, f'{m}_query_fc1', kernel_init=skim_kernel_init),
         norm(name=f'{m}_query_bn'),
-        dense(self.key_dim, self.hidden, f'{m}_query_fc2'),
+        dense(self.key_dim, self.hidden, f'{m}_query_fc2', kernel_init=skim_kernel_init),
       )
     modality_fc = dense(2, self.hidden, 'modality_fc') if len(indexing) == 2 else None
 
@@ -366,8 +377,11 @@ class NonRecurrentSkimming(nn.Module):
     )
     weights = []
     for m, bank in (('image', image), ('audio', audio)):
-      k = _dense(self.key_dim, bank.shape[-1], f'{m}_key', self.dtype)(bank)
-      keys = nn.relu(norm(name=f'{m}_key_bn')(k)).astype(jnp.float32)
+      k = _dense(
+        self.key_dim, bank.shape[-1], f'{m}_key', self.dtype, kernel_init=skim_kernel_init
+      )(bank)
+      k = norm(scale_init=key_bn_scale_init, name=f'{m}_key_bn')(k)
+      keys = nn.relu(k).astype(jnp.float32)
       query = self.param(
         f'{m}_query', nn.initializers.normal(1 / math.sqrt(self.key_dim)), (self.key_dim,)
       )
@@ -409,3 +423,95 @@ class SequenceLSTM(nn.Module):
     (_, h), _ = nn.RNN(cell, return_carry=True, name='rnn')(fused, seq_lengths=lengths)
     logits = _dense(self.num_classes, self.hidden, 'classifier', self.dtype)(h)
     return logits.astype(jnp.float32), {}
+
+
+class SingleBankSkimming(nn.Module):
+  """The single-modality skimming of the official release (spec §3.6), for "indexing |
+  recognition" settings (Table 2b, Fig. 7): one bank of clip features indexes the video.
+
+  No Ψ and no modality scores: the LSTM reads the features themselves. Each step queries the
+  keys (computed from the *full* features, an official quirk, even when 'banks' holds the
+  interpolated ones), soft-indexes 'banks' for the next input, and masks its argmax. The
+  classifier reads the mean of the T soft-selected features (the mean start is not part of it);
+  with `hard_inputs` (the official `use_gt_feature`) the next input is the bank row at the
+  argmax instead, while the classifier still reads the soft features. Given
+  'clip_predictions' (B, L, C), the expensive model's precomputed per-position predictions,
+  `aux['recognition_scores']` is their mean at the argmax indices: the cheap bank chooses the
+  moments and the expensive predictions there are averaged. Steps taken after every position
+  is masked are left out of both means (the official loop stops there).
+
+  `inputs`: 'features' (B, L, E), 'mask' (B, L); optional 'banks' (B, L, E) (default:
+  'features'), 'clip_predictions', 'start_index' (B,) (else the 'start' RNG stream).
+  """
+
+  num_classes: int
+  num_steps: int = 10
+  hidden: int = 1024
+  key_dim: int = 512
+  hard_inputs: bool = False
+  bn_momentum: float = 0.9
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs: Mapping[str, jax.Array], *, train: bool):
+    features = jnp.asarray(inputs['features'], jnp.float32)
+    banks = jnp.asarray(inputs.get('banks', features), jnp.float32)
+    mask = jnp.asarray(inputs['mask'], jnp.float32)
+    if features.ndim != 3 or banks.shape != features.shape or mask.shape != features.shape[:2]:
+      raise ValueError(
+        f"inputs['features'] {features.shape}, ['banks'] {banks.shape} and ['mask'] "
+        f'{mask.shape}: expected (B, L, E), (B, L, E) and (B, L)'
+      )
+    batch, length, _ = features.shape
+    norm = functools.partial(
+      layers.BatchNorm, use_running_average=not train, momentum=self.bn_momentum
+    )
+    dense = functools.partial(_dense, dtype=self.dtype)
+    k = dense(self.key_dim, features.shape[-1], 'key', kernel_init=skim_kernel_init)(features)
+    keys = nn.relu(norm(scale_init=key_bn_scale_init, name='key_bn')(k)).astype(jnp.float32)
+    fc1 = dense(self.hidden, self.hidden, 'query_fc1', kernel_init=skim_kernel_init)
+    bn = norm(name='query_bn')
+    fc2 = dense(self.key_dim, self.hidden, 'query_fc2', kernel_init=skim_kernel_init)
+    lstm = WeightNormLSTMCell(self.hidden, self.dtype, name='lstm')
+    prediction_fc = dense(
+      self.num_classes, self.hidden, 'prediction_fc', kernel_init=skim_kernel_init
+    )
+    classifier = dense(self.num_classes, features.shape[-1], 'classifier')
+
+    if 'start_index' in inputs:
+      start = jnp.asarray(inputs['start_index'], jnp.int32)
+    else:
+      logits = jnp.where(mask > 0, 0.0, -jnp.inf)
+      start = jax.random.categorical(self.make_rng('start'), logits, axis=-1)
+    x = masked_mean(features, mask)
+    h = jnp.zeros((batch, self.hidden), jnp.float32)
+    c = jnp.zeros_like(h)
+    previous = start
+    soft, indices, alive, step_logits = [], [], [], []
+    for _ in range(self.num_steps):
+      mask = mask * (1.0 - jax.nn.one_hot(previous, length))
+      # The official loop breaks once every position of the *batch* is masked.
+      alive.append(jnp.any(mask > 0).astype(jnp.float32))
+      h, c = lstm(x, (h, c))
+      step_logits.append(prediction_fc(h).astype(jnp.float32))
+      w = masked_attention(keys, fc2(nn.relu(bn(fc1(h)))).astype(jnp.float32), mask)
+      previous = jnp.argmax(w, axis=-1)
+      selected = jnp.einsum('bl,bld->bd', w, banks)
+      soft.append(selected)
+      indices.append(previous)
+      x = (
+        jnp.take_along_axis(banks, previous[:, None, None], 1)[:, 0]
+        if self.hard_inputs
+        else selected
+      )
+    # A step counts if the batch still had a position left before it (the break comes after).
+    taken = jnp.concatenate([jnp.ones((1,)), jnp.stack(alive)[:-1]])
+    taken = jnp.cumprod(taken)[None, :, None]
+    soft_mean = (jnp.stack(soft, 1) * taken).sum(1) / taken.sum()
+    indices = jnp.stack(indices, axis=1).astype(jnp.int32)
+    aux = {'indices': indices, 'step_logits': jnp.stack(step_logits, 1), 'steps': taken.sum()}
+    if 'clip_predictions' in inputs:
+      clip = jnp.asarray(inputs['clip_predictions'], jnp.float32)
+      picked = jnp.take_along_axis(clip, indices[..., None], axis=1)
+      aux['recognition_scores'] = (picked * taken).sum(1) / taken.sum()
+    return classifier(soft_mean).astype(jnp.float32), aux

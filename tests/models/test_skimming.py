@@ -8,7 +8,6 @@ softmax, soft indexing (Eqs. 7-8) in training and hard indexing at test, no repe
 
 import functools
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -142,25 +141,28 @@ def _inputs(seed=0):
   return {'image': image, 'audio': audio, 'mask': mask, 'start_index': start}
 
 
-def _randomised(variables, seed=1):
-  """Weights with every parameter moved away from its init (g != ‖v‖, biases and BN != 0/1)."""
+def _random_variables(model, inputs, seed=1):
+  """Variables of `model` with every entry drawn at random (numpy; no init RNG to compile).
+
+  Weights N(0, 0.3²) (so g != ‖v‖ and biases != 0), BN statistics |N(0.5, 1)|: the
+  reference must agree for any weights, not only for the initial ones.
+  """
+  shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), inputs)
   rng = np.random.default_rng(seed)
   params = jax.tree.map(
-    lambda x: np.asarray(x) + 0.3 * rng.standard_normal(x.shape).astype(np.float32),
-    variables['params'],
+    lambda x: 0.3 * rng.standard_normal(x.shape).astype(np.float32), shapes['params']
   )
   stats = jax.tree.map(
-    lambda x: np.abs(np.asarray(x) + 0.5 * rng.standard_normal(x.shape)).astype(np.float32),
-    variables['batch_stats'],
+    lambda x: np.abs(0.5 + rng.standard_normal(x.shape)).astype(np.float32),
+    shapes.get('batch_stats', {}),
   )
   return {'params': params, 'batch_stats': stats}
 
 
 @functools.cache
 def _variables():
-  model = skimming.Skimming(num_classes=C, num_steps=T, **SIZES)
-  variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0), _inputs())
-  return _randomised(flax.core.unfreeze(variables))
+  # The parameters do not depend on num_steps: one step is quicker to trace.
+  return _random_variables(skimming.Skimming(num_classes=C, num_steps=1, **SIZES), _inputs())
 
 
 def _model_and_variables(test_index='image'):
@@ -169,11 +171,18 @@ def _model_and_variables(test_index='image'):
 
 
 def _apply(model, variables, inputs, train):
-  fn = jax.jit(
-    lambda v, x: model.apply(v, x, train=train, mutable=['batch_stats'] if train else False)
-  )
-  out = fn(variables, inputs)
+  """Eager apply: with tiny shapes, op-by-op dispatch is cheaper than compiling each variant."""
+  out = model.apply(variables, inputs, train=train, mutable=['batch_stats'] if train else False)
   return out[0] if train else out
+
+
+def test_module_is_jittable():
+  model, variables = _model_and_variables()
+  inputs = _inputs(seed=1)
+  logits, aux = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, inputs)
+  eager_logits, eager_aux = _apply(model, variables, inputs, train=False)
+  np.testing.assert_allclose(logits, eager_logits, atol=1e-5)
+  np.testing.assert_array_equal(aux['image_indices'], eager_aux['image_indices'])
 
 
 def test_train_mode_soft_rollout_equals_numpy_reference():
@@ -228,7 +237,6 @@ def test_image_test_index_uses_the_image_argmax_for_both_banks():
   model, variables = _model_and_variables()
   _, aux = _apply(model, variables, _inputs(seed=3), train=False)
   np.testing.assert_array_equal(aux['image_indices'], aux['audio_indices'])
-  np.testing.assert_array_equal(aux['modality_scores'][..., 1], 1.0)
 
 
 def test_padding_does_not_change_a_videos_hard_selection():
@@ -316,8 +324,7 @@ def test_non_recurrent_baseline_takes_the_top_attention_positions_at_test():
     num_classes=C, num_picks=3, key_dim=8, fusion_hidden=12, feature_dim=10
   )
   inputs = {k: v for k, v in _inputs(seed=5).items() if k != 'start_index'}
-  init = jax.jit(functools.partial(model.init, train=False))
-  variables = _randomised(flax.core.unfreeze(init(jax.random.key(0), inputs)))
+  variables = _random_variables(model, inputs)
   logits, aux = _apply(model, variables, inputs, train=False)
   w = np.asarray(aux['weights'])
   np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-5)
@@ -338,14 +345,102 @@ def test_non_recurrent_baseline_takes_the_top_attention_positions_at_test():
 
 
 def test_sequence_lstm_baseline_reads_h_at_the_last_valid_pair():
+  """Whatever fills the padding, h_N (and so the logits) is read at the last valid pair."""
   model = skimming.SequenceLSTM(num_classes=C, hidden=8, fusion_hidden=12, feature_dim=10)
   inputs = {k: v for k, v in _inputs(seed=6).items() if k != 'start_index'}
-  variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0), inputs)
+  variables = _random_variables(model, inputs)
   logits, _ = _apply(model, variables, inputs, train=False)
-  n = LENGTHS[1]
-  alone = {'image': inputs['image'][1:2, :n], 'audio': inputs['audio'][1:2, :n]}
-  alone['mask'] = np.ones((1, n), np.float32)
-  np.testing.assert_allclose(logits[1:2], _apply(model, variables, alone, False)[0], atol=1e-5)
+  garbage = dict(inputs)
+  pad = inputs['mask'][..., None] == 0
+  garbage['image'] = np.where(pad, 5.0, inputs['image'])
+  garbage['audio'] = np.where(pad, -3.0, inputs['audio'])
+  np.testing.assert_allclose(logits, _apply(model, variables, garbage, False)[0], atol=1e-5)
+  # The full-length video's logits do depend on its last pair.
+  changed = dict(inputs)
+  changed['image'] = inputs['image'].copy()
+  changed['image'][0, L - 1] += 1.0
+  assert not np.allclose(_apply(model, variables, changed, False)[0][0], logits[0], atol=1e-4)
+
+
+def np_single_bank(variables, features, banks, mask, start, clip, steps, hard, train):
+  """Spec §3.6 in numpy: one bank, LSTM on the features, the loop stops once all is masked."""
+  p, s = _np(variables['params']), _np(variables['batch_stats'])
+  features, banks, mask = (np.asarray(a, np.float64) for a in (features, banks, mask))
+  keys = np.maximum(_bn(p['key_bn'], s.get('key_bn'), _dense(p['key'], features), train), 0)
+  x = (features * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+  h = c = np.zeros((len(x), SIZES['hidden']))
+  rows = np.arange(len(x))
+  previous, mask = start, mask.copy()
+  soft, picks, preds = [], [], []
+  for _ in range(steps):
+    mask[rows, previous] = 0
+    h, c = np_lstm(p['lstm'], x, h, c)
+    preds.append(_dense(p['prediction_fc'], h))
+    q = _dense(p['query_fc1'], h)
+    q = _dense(p['query_fc2'], np.maximum(_bn(p['query_bn'], s.get('query_bn'), q, train), 0))
+    score = np.einsum('bld,bd->bl', keys, q) / np.sqrt(keys.shape[-1])
+    w = _softmax(score * mask + (1 - mask) * -1e35)
+    previous = w.argmax(-1)
+    soft.append(np.einsum('bl,bld->bd', w, banks))
+    picks.append(previous)
+    x = banks[rows, previous] if hard else soft[-1]
+    if mask.sum() == 0:
+      break
+  logits = _dense(p['classifier'], np.mean(soft, 0))
+  scores = np.mean([clip[rows, i] for i in picks], 0)
+  return logits, np.stack(picks, 1), scores, np.stack(preds, 1)
+
+
+@pytest.mark.parametrize('hard,train', [(False, True), (True, False)])
+def test_single_bank_skimming_equals_numpy_reference(hard, train):
+  """Keys from the full features, soft features to the classifier, the early exit (8 steps,
+  6 positions: the loop stops after step 6), and the expensive predictions at the argmaxes."""
+  steps, length = 8, 6
+  model = skimming.SingleBankSkimming(
+    num_classes=C, num_steps=steps, hidden=SIZES['hidden'], key_dim=8, hard_inputs=hard
+  )
+  rng = np.random.default_rng(9)
+  mask = (np.arange(length)[None] < np.array([[6], [4]])).astype(np.float32)
+  features = rng.standard_normal((2, length, 6)).astype(np.float32) * mask[..., None]
+  banks = features + 0.1 * rng.standard_normal(features.shape).astype(np.float32)
+  clip = rng.uniform(size=(2, length, C)).astype(np.float32)
+  inputs = {
+    'features': features,
+    'banks': banks,
+    'mask': mask,
+    'clip_predictions': clip,
+    'start_index': np.array([2, 1], np.int32),
+  }
+  variables = _random_variables(model.clone(num_steps=1), inputs, seed=3)
+  logits, aux = _apply(model, variables, inputs, train=train)
+  ref_logits, ref_picks, ref_scores, ref_preds = np_single_bank(
+    variables, features, banks, mask, inputs['start_index'], clip, steps, hard, train
+  )
+  taken = ref_picks.shape[1]
+  assert taken == 6 and float(aux['steps']) == taken
+  np.testing.assert_array_equal(aux['indices'][:, :taken], ref_picks)
+  np.testing.assert_allclose(logits, ref_logits, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(aux['recognition_scores'], ref_scores, atol=1e-6)
+  np.testing.assert_allclose(aux['step_logits'][:, :taken], ref_preds, atol=1e-5, rtol=1e-5)
+
+
+def test_queries_keys_and_step_predictor_start_as_the_official_code():
+  """Weights N(0, 0.02), the keys' BN scales N(1, 0.02), LSTM biases 0 (spec §3.2 [code])."""
+  model = skimming.Skimming(num_classes=3, num_steps=1, hidden=256, key_dim=128, feature_dim=8)
+  inputs = {
+    'image': jax.ShapeDtypeStruct((2, 4, 128), np.float32),
+    'audio': jax.ShapeDtypeStruct((2, 4, 128), np.float32),
+    'mask': jax.ShapeDtypeStruct((2, 4), np.float32),
+    'start_index': jax.ShapeDtypeStruct((2,), np.int32),
+  }
+  init = jax.jit(functools.partial(model.clone(num_steps=1).init, train=False))
+  params = init(jax.random.key(0), {k: np.ones(v.shape, v.dtype) for k, v in inputs.items()})
+  params = params['params']
+  for name in ('image_query_fc1', 'audio_query_fc2', 'image_key', 'prediction_fc'):
+    assert abs(float(np.std(params[name]['kernel'])) - 0.02) < 0.002, name
+  scale = np.asarray(params['audio_key_bn']['scale'])
+  assert abs(scale.mean() - 1) < 0.01 and 0.01 < scale.std() < 0.03
+  assert np.all(params['lstm']['ih_bias'] == 0) and np.all(params['lstm']['hh_bias'] == 0)
 
 
 @pytest.mark.parametrize('train', [True, False])
@@ -353,8 +448,7 @@ def test_single_modality_indexing_equals_numpy_reference(train):
   """index_modalities='audio': one query and key; its attention indexes both banks."""
   model = skimming.Skimming(num_classes=C, num_steps=T, index_modalities='audio', **SIZES)
   inputs = _inputs(seed=8)
-  init = jax.jit(functools.partial(model.init, train=False))
-  variables = _randomised(flax.core.unfreeze(init(jax.random.key(2), inputs)))
+  variables = _random_variables(model.clone(num_steps=1), inputs, seed=2)
   assert 'image_query_fc1' not in variables['params'] and 'modality_fc' not in variables['params']
   logits, aux = _apply(model, variables, inputs, train=train)
   ref_logits, ref_preds, ref_picks = np_rollout(

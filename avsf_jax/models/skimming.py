@@ -236,6 +236,8 @@ class Skimming(nn.Module):
     if self.mask_random_start:
       if 'start_index' in inputs:
         start = jnp.asarray(inputs['start_index'], jnp.int32)
+      elif self.is_initializing() and not self.has_rng('start'):
+        start = jnp.zeros(image.shape[:1], jnp.int32)  # shapes only: any start will do
       else:
         logits = jnp.where(mask > 0, 0.0, -jnp.inf)
         start = jax.random.categorical(self.make_rng('start'), logits, axis=-1)
@@ -480,6 +482,8 @@ class SingleBankSkimming(nn.Module):
 
     if 'start_index' in inputs:
       start = jnp.asarray(inputs['start_index'], jnp.int32)
+    elif self.is_initializing() and not self.has_rng('start'):
+      start = jnp.zeros((batch,), jnp.int32)  # shapes only: any start will do
     else:
       logits = jnp.where(mask > 0, 0.0, -jnp.inf)
       start = jax.random.categorical(self.make_rng('start'), logits, axis=-1)

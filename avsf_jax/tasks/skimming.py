@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from avsf_jax.evaluation import skimming_baselines as sb
+
 # Parameter groups of the released recipe and their learning-rate factors.
 GROUP_FACTORS = {'default': 1.0, 'classifier': 0.1, 'fusion': 0.0}
 # Padded lengths the batches are rounded up to, so that a few programs serve every video.
@@ -173,27 +175,84 @@ def make_optimizer(
   return optax.multi_transform(transforms, param_groups)
 
 
-def make_train_step(model, optimizer: optax.GradientTransformation, **loss_kwargs):
-  """A pure `step(params, batch_stats, opt_state, batch, rng) -> (..., metrics)` to `jax.jit`.
+MODEL_INPUTS = ('image', 'audio', 'mask')
 
-  The 'start' RNG stream draws the position masked before step 1.
+
+def loss(
+  model,
+  params,
+  batch_stats,
+  batch: Mapping[str, jax.Array],
+  rng: jax.Array,
+  step: jax.Array,
+  *,
+  summary_weight: float = 1.0,
+  last_step_weight: float = 0.0,
+):
+  """The task seam's loss: (scalar, (new batch_stats, metrics)); pure and jittable.
+
+  Reads `MODEL_INPUTS` and 'label' from `batch`; the 'start' stream (the position masked
+  before step 1) is `rng` folded with `step`.
   """
+  (logits, aux), updates = model.apply(
+    {'params': params, 'batch_stats': batch_stats},
+    {k: batch[k] for k in MODEL_INPUTS},
+    train=True,
+    rngs={'start': jax.random.fold_in(rng, step)},
+    mutable=['batch_stats'],
+  )
+  value, metrics = skimming_loss(
+    logits,
+    aux['step_logits'],
+    batch['label'],
+    summary_weight=summary_weight,
+    last_step_weight=last_step_weight,
+  )
+  return value, (updates['batch_stats'], metrics)
+
+
+def predict(model, variables, batch: Mapping[str, jax.Array], rng: jax.Array | None = None):
+  """Per-video outputs of one eval batch: the summary ('logits'), p_T ('last_step_logits'),
+  every early stop ('running_logits') and the indexed pairs ('indices').
+
+  The start position comes from `batch['start_index']` when present, else from `rng`
+  (default: a fixed key, so evaluation is reproducible).
+  """
+  inputs = {k: batch[k] for k in MODEL_INPUTS + ('start_index',) if k in batch}
+  rng = jax.random.key(0) if rng is None else rng
+  logits, aux = model.apply(variables, inputs, train=False, rngs={'start': rng})
+  return {
+    'logits': logits,
+    'last_step_logits': aux['step_logits'][:, -1],
+    'running_logits': aux['running_logits'],
+    'indices': aux['image_indices'],
+  }
+
+
+def video_results(outputs: Mapping[str, np.ndarray], labels, num_classes: int, mask=None):
+  """The released outputs [code]: avgpool (summary) and LSTM (p_T) top-1 and mAP, in %, plus
+  top-1 at every early stop t'. `outputs` are `predict`'s, gathered over the split."""
+  keep = np.ones(len(labels), bool) if mask is None else np.asarray(mask) > 0
+  labels = np.asarray(labels)[keep]
+  results = {}
+  for name, key in (('avgpool', 'logits'), ('lstm', 'last_step_logits')):
+    scores = sb.softmax(np.asarray(outputs[key])[keep])
+    for metric, value in sb.video_metrics(scores, labels, num_classes).items():
+      results[f'{name}_{metric}'] = value
+  per_step = sb.step_metrics(np.asarray(outputs['running_logits'])[keep], labels, num_classes)
+  for t, m in enumerate(per_step, start=1):
+    results[f'early_stop_{t}_top1'] = m['top1']
+  return results
+
+
+def make_train_step(model, optimizer: optax.GradientTransformation, **loss_kwargs):
+  """A pure `step(params, batch_stats, opt_state, batch, rng) -> (..., metrics)` to `jax.jit`,
+  for tools and tests that run without the shared loop (`loss` is what the loop calls)."""
 
   def step(params, batch_stats, opt_state, batch, rng):
-    inputs = {k: batch[k] for k in ('image', 'audio', 'mask')}
-
-    def loss_fn(p):
-      (logits, aux), updates = model.apply(
-        {'params': p, 'batch_stats': batch_stats},
-        inputs,
-        train=True,
-        rngs={'start': rng},
-        mutable=['batch_stats'],
-      )
-      loss, metrics = skimming_loss(logits, aux['step_logits'], batch['label'], **loss_kwargs)
-      return loss, (metrics, updates['batch_stats'])
-
-    grads, (metrics, new_stats) = jax.grad(loss_fn, has_aux=True)(params)
+    grads, (new_stats, metrics) = jax.grad(
+      lambda p: loss(model, p, batch_stats, batch, rng, 0, **loss_kwargs), has_aux=True
+    )(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), new_stats, opt_state, metrics
 

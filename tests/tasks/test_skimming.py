@@ -1,9 +1,13 @@
 """The skimming recipe (spec §3.3): batches, loss, parameter groups and their learning rates."""
 
+import functools
+
+import jax
 import numpy as np
 import optax
 import pytest
 
+from avsf_jax.models import skimming as skimming_model
 from avsf_jax.tasks import skimming
 
 
@@ -113,3 +117,56 @@ def test_schedule_is_x0_1_at_epochs_15_and_20():
     rtol=1e-6,
   )
   assert isinstance(skimming.make_optimizer(steps_per_epoch=1), optax.GradientTransformation)
+
+
+def _tiny_model_and_batch():
+  model = skimming_model.Skimming(
+    num_classes=3, num_steps=2, hidden=8, key_dim=4, fusion_hidden=6, feature_dim=5
+  )
+  rng = np.random.default_rng(4)
+  videos = [
+    (rng.standard_normal((n, 3)).astype(np.float32), rng.standard_normal((n, 2)).astype(np.float32))
+    for n in (4, 6)
+  ]
+  batch = skimming.make_batch(videos, [0, 2], num_steps=2)
+  # Initialising needs no 'start' RNG (the start position only matters once trained); shapes
+  # come from an abstract init, values from numpy (a real init compiles every RNG draw).
+  inputs = {k: batch[k] for k in skimming.MODEL_INPUTS}
+  shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), inputs)
+  variables = jax.tree.map(
+    lambda x: (0.5 * rng.standard_normal(x.shape) + (x.ndim == 1)).astype(np.float32), shapes
+  )
+  return model, variables, batch
+
+
+def test_seam_loss_updates_batch_stats_and_is_the_summary_cross_entropy():
+  model, variables, batch = _tiny_model_and_batch()
+  value, (stats, metrics) = skimming.loss(
+    model, variables['params'], variables['batch_stats'], batch, jax.random.key(1), 3
+  )
+  logits, aux = model.apply(
+    variables,
+    {k: batch[k] for k in skimming.MODEL_INPUTS},
+    train=True,
+    rngs={'start': jax.random.fold_in(jax.random.key(1), 3)},
+    mutable=['batch_stats'],
+  )[0]
+  expect, _ = skimming.skimming_loss(logits, aux['step_logits'], batch['label'])
+  np.testing.assert_allclose(value, expect, rtol=1e-6)
+  assert not np.allclose(
+    stats['image_key_bn']['mean'], variables['batch_stats']['image_key_bn']['mean']
+  )
+  assert float(metrics['loss']) == float(value)
+
+
+def test_predict_and_video_results():
+  model, variables, batch = _tiny_model_and_batch()
+  out = skimming.predict(model, variables, batch)
+  assert out['running_logits'].shape == (2, 2, 3) and out['indices'].shape == (2, 2)
+  np.testing.assert_allclose(out['running_logits'][:, -1], out['logits'], atol=1e-6)
+  again = skimming.predict(model, variables, batch)
+  np.testing.assert_array_equal(out['indices'], again['indices'])  # a fixed start key
+  results = skimming.video_results(out, batch['label'], 3)
+  top1 = 100 * np.mean(np.argmax(out['logits'], -1) == batch['label'])
+  assert results['avgpool_top1'] == top1 == results['early_stop_2_top1']
+  assert set(results) >= {'avgpool_mAP', 'lstm_top1', 'lstm_mAP', 'early_stop_1_top1'}

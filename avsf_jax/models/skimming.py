@@ -20,6 +20,11 @@ Details the paper leaves out follow the official code (spec §3.2): the mean-fea
 random valid position masked before step 1, hidden 1024, key dimension 512, BatchNorm in the
 queries and keys, keys' BN statistics over every (video, position) of the padded batch, and the
 test-time choice of the *image* query's argmax for both banks.
+
+Also here: the NON-RECURRENT and LSTM baselines of §4 (`NonRecurrentSkimming`,
+`SequenceLSTM`), the official single-bank variant for "indexing | recognition" settings
+(`SingleBankSkimming`, §3.6), and sparse indexing (`subsample_bank`, `interpolate_bank`,
+`sparse_banks`, §3.4).
 """
 
 import functools
@@ -423,7 +428,7 @@ class SequenceLSTM(nn.Module):
     cell = nn.OptimizedLSTMCell(self.hidden, param_dtype=jnp.float32, name='lstm')
     lengths = mask.sum(axis=1).astype(jnp.int32)
     (_, h), _ = nn.RNN(cell, return_carry=True, name='rnn')(fused, seq_lengths=lengths)
-    logits = _dense(self.num_classes, self.hidden, 'classifier', self.dtype)(h)
+    logits = _dense(self.num_classes, self.hidden, 'prediction_fc', self.dtype)(h)
     return logits.astype(jnp.float32), {}
 
 

@@ -97,7 +97,7 @@ def make_batch(
 
 def skimming_loss(
   logits: jax.Array,
-  step_logits: jax.Array,
+  step_logits: jax.Array | None,
   labels: jax.Array,
   *,
   summary_weight: float = 1.0,
@@ -106,21 +106,23 @@ def skimming_loss(
   """L = w_avg·CE(FC_cls(m), y) + w_lstm·CE(p_T, y), batch means (spec §3.2 'Loss').
 
   The released command trains the summary term only (`last_step_weight` 0); there is no
-  distillation or feature-alignment term in skimming.
+  distillation or feature-alignment term in skimming. Models without step predictions (the
+  NON-RECURRENT and LSTM baselines) pass `step_logits=None`: the summary term alone.
 
   Args:
     logits: (B, C) from the summary m. step_logits: (B, T, C), p_t from h_t. labels: (B,).
   """
   summary = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-  last = optax.softmax_cross_entropy_with_integer_labels(step_logits[:, -1], labels).mean()
-  loss = summary_weight * summary + last_step_weight * last
-  metrics = {
-    'loss': loss,
-    'summary_ce': summary,
-    'last_step_ce': last,
-    'summary_top1': jnp.mean(jnp.argmax(logits, -1) == labels),
-    'last_step_top1': jnp.mean(jnp.argmax(step_logits[:, -1], -1) == labels),
-  }
+  metrics = {'summary_ce': summary, 'summary_top1': jnp.mean(jnp.argmax(logits, -1) == labels)}
+  loss = summary_weight * summary
+  if step_logits is not None:
+    last = optax.softmax_cross_entropy_with_integer_labels(step_logits[:, -1], labels).mean()
+    loss = loss + last_step_weight * last
+    metrics['last_step_ce'] = last
+    metrics['last_step_top1'] = jnp.mean(jnp.argmax(step_logits[:, -1], -1) == labels)
+  elif last_step_weight:
+    raise ValueError('skimming_loss: last_step_weight > 0 needs step_logits')
+  metrics['loss'] = loss
   return loss, metrics
 
 
@@ -195,7 +197,7 @@ def loss(
   before step 1) is `rng` folded with `step`.
   """
   (logits, aux), updates = model.apply(
-    {'params': params, 'batch_stats': batch_stats},
+    {'params': params, 'batch_stats': batch_stats or {}},
     {k: batch[k] for k in MODEL_INPUTS},
     train=True,
     rngs={'start': jax.random.fold_in(rng, step)},
@@ -203,12 +205,12 @@ def loss(
   )
   value, metrics = skimming_loss(
     logits,
-    aux['step_logits'],
+    aux.get('step_logits'),
     batch['label'],
     summary_weight=summary_weight,
     last_step_weight=last_step_weight,
   )
-  return value, (updates['batch_stats'], metrics)
+  return value, (updates.get('batch_stats', {}), metrics)
 
 
 def predict(model, variables, batch: Mapping[str, jax.Array], rng: jax.Array | None = None):

@@ -82,6 +82,12 @@ def test_loss_is_the_summary_cross_entropy_plus_an_optional_last_step_term():
   loss2, _ = skimming.skimming_loss(logits, steps, labels, last_step_weight=1.0)
   np.testing.assert_allclose(loss2, ce(logits) + ce(steps[:, -1]), rtol=1e-6)
   np.testing.assert_allclose(metrics['summary_top1'], np.mean(logits.argmax(-1) == labels))
+  # Baselines without step predictions: the summary term alone.
+  loss3, metrics3 = skimming.skimming_loss(logits, None, labels)
+  np.testing.assert_allclose(loss3, ce(logits), rtol=1e-6)
+  assert 'last_step_ce' not in metrics3
+  with pytest.raises(ValueError, match='needs step_logits'):
+    skimming.skimming_loss(logits, None, labels, last_step_weight=1.0)
 
 
 def test_optimizer_groups_get_lr_x1_x0_1_and_zero():

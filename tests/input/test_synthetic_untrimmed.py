@@ -122,3 +122,15 @@ def test_generate_writes_decodable_mp4s_and_csvs(tmp_path):
   assert len(frames) == 48 and frames[0].shape == (48, 48, 3)
   assert abs(len(samples) - 6 * 16000) < 3000
   assert (tmp_path / 'clips' / 'red_bounce' / 'clip0000.mp4').exists()
+
+
+def test_pairs_are_the_frame_at_each_time_stamp_and_the_next_second_of_audio(videos):
+  v = videos[1]  # a drift: it hums for the whole segment
+  frames, audio = su.pair_media(v)
+  assert frames.shape == (80, 48, 48, 3) and audio.shape == (80, 16000)
+  np.testing.assert_array_equal(frames[7], v.frames[28])  # 3.5 s at 8 fps
+  np.testing.assert_array_equal(audio[7], v.audio[56000:72000])
+  np.testing.assert_array_equal(audio[79, 8000:], 0.0)  # 39.5 s + 1 s runs past the end
+  first, stop = su.segment_pairs(v.segment_start_s, v.segment_end_s, su.pair_times())
+  loud = np.abs(audio).max(axis=1) > 0.5 * su.dbfs(su.ACTION_DBFS)
+  assert loud[first:stop].all() and loud.sum() <= stop - first + 2  # the second before it too

@@ -73,6 +73,22 @@ def segment_pairs(start_s: float, end_s: float, times: np.ndarray) -> tuple[int,
   return int(inside[0]), int(inside[-1]) + 1
 
 
+def pair_media(v: Video, hop_s: float = PAIR_HOP_S) -> tuple[np.ndarray, np.ndarray]:
+  """The image-audio pairs of a video: the frame at each time stamp and the PAIR_AUDIO_S of
+  audio from it (zero-padded past the end), (N, SIZE, SIZE, 3) and (N, samples).
+
+  The audio slices are what the student's 101 x 40 log-mel reads (16 kHz, 10-ms hop).
+  """
+  duration_s = len(v.frames) / FPS
+  times = pair_times(duration_s, hop_s)
+  frames = v.frames[np.round(times * FPS).astype(np.int64)]
+  width = int(round(PAIR_AUDIO_S * SAMPLE_RATE))
+  padded = np.concatenate([v.audio, np.zeros(width, np.float32)])
+  starts = np.round(times * SAMPLE_RATE).astype(np.int64)
+  audio = np.stack([padded[s : s + width] for s in starts])
+  return frames, audio
+
+
 def _object_track(motion: str, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   """(len(t), 2) top-left (y, x) of the moving object at times `t` (seconds from its start)."""
   room = SIZE - OBJECT_SIDE

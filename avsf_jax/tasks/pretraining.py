@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from avsf_jax import losses
-from avsf_jax import train as train_lib  # select_negatives, audible (moving to tasks/)
 from avsf_jax.models import rotation_head
+from avsf_jax.tasks import classification
 
 PRETEXT_KEYS = (
   'slow',
@@ -139,13 +139,13 @@ def pretraining_loss(
     use_hard = hard_negative_probability(
       step, hard_from=settings.hard_from_step, hard_fraction=settings.avs_hard_fraction
     )
-    negative, negative_ok = train_lib.select_negatives(
+    negative, negative_ok = classification.select_negatives(
       batch, use_hard, negative_rng, group=settings.negative_group
     )
     inputs['audio_negative'] = negative
     threshold = settings.avs_silence_threshold
-    pair_mask = train_lib.audible(batch['audio'], batch['has_audio'], threshold) * (
-      train_lib.audible(negative, negative_ok, threshold)
+    pair_mask = classification.audible(batch['audio'], batch['has_audio'], threshold) * (
+      classification.audible(negative, negative_ok, threshold)
     )
   (rotation_logits, aux), updates = model.apply(
     {'params': params, 'batch_stats': batch_stats},

@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from avsf_jax.models import fusion, heads, layers, resnet
+from avsf_jax.models import fusion, heads, layers, nonlocal_block, resnet
 
 PATHWAYS = ('slow', 'fast', 'audio')
 JUNCTIONS = ('pool1', 'res2', 'res3', 'res4')
@@ -74,6 +74,8 @@ class AVSlowFast(nn.Module):
     avs_dim: AVS embedding size.
     nonlocal_blocks: block indices of the Slow res4 stage followed by a non-local block.
     nonlocal_pool: max-pool window of the non-local keys/values.
+    nonlocal_instantiation: 'dot_product' (PySlowFast's NL configs: affinity divided by the
+      number of positions) or 'softmax' (embedded Gaussian).
     bn_group_size: clips per BN statistics group; 0 = the whole global batch.
     bn_momentum, bn_epsilon: BatchNorm running-average momentum (Flax convention), epsilon.
     dropout_rate: dropout before the classifier.
@@ -112,6 +114,7 @@ class AVSlowFast(nn.Module):
   avs_dim: int = 64
   nonlocal_blocks: Sequence[int] = ()
   nonlocal_pool: Sequence[int] = (1, 2, 2)
+  nonlocal_instantiation: str = 'dot_product'
   bn_group_size: int = 8
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
@@ -154,6 +157,11 @@ class AVSlowFast(nn.Module):
       f'drop_pathway_scope={self.drop_pathway_scope!r}; one of {DROP_PATHWAY_SCOPES}',
     )
     check(0.0 <= self.drop_pathway_rate <= 1.0, 'drop_pathway_rate must be in [0, 1]')
+    check(
+      self.nonlocal_instantiation in nonlocal_block.INSTANTIATIONS,
+      f'nonlocal_instantiation={self.nonlocal_instantiation!r}; one of '
+      f'{nonlocal_block.INSTANTIATIONS}',
+    )
     check(self.head_pooling in heads.POOLINGS, f'head_pooling one of {heads.POOLINGS}')
     check(
       len(self.slow_temporal_kernels) == 5 and len(self.fast_temporal_kernels) == 5,
@@ -216,6 +224,7 @@ class AVSlowFast(nn.Module):
       temporal_blocks=self.temporal_kernel_blocks[index],
       nonlocal_after=tuple(nonlocal_after),
       nonlocal_pool=tuple(self.nonlocal_pool),
+      nonlocal_instantiation=self.nonlocal_instantiation,
       name=name,
     )
 

@@ -45,16 +45,39 @@ def _convert(ptv_model, config):
 
 @pytest.fixture(scope='module')
 def slowfast_r101():
+  """The hub's slowfast_r101 (head pools shrunk to the 64-pixel view), random BN statistics."""
   with torch.no_grad():
-    return _hub()[1].slowfast_r101()
+    ptv = _hub()[1].slowfast_r101(head_pool_kernel_sizes=((8, 2, 2), (32, 2, 2)))
+  _randomise_batchnorm(ptv, seed=7)
+  return ptv.eval()
 
 
-def test_r101_zoo_configs_convert_every_tensor(slowfast_r101):
-  _, _, report = _convert(slowfast_r101, load_config('configs/pytorchvideo.py:slowfast_r101'))
+def _assert_same_logits(ptv, model, variables, x):
+  ours, _ = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+  with torch.no_grad():
+    theirs = ptv(_torch_inputs(x)).numpy()
+  scale = np.max(np.abs(theirs))
+  assert scale > 1e-3
+  np.testing.assert_allclose(ours, theirs, atol=1e-4 * scale, rtol=0)
+
+
+@pytest.mark.slow  # compiles a whole R101 SlowFast: ~10-20 s
+def test_slowfast_r101_logits_match_pytorchvideo(slowfast_r101):
+  config = load_config('configs/pytorchvideo.py:slowfast_r101')
+  model, variables, report = _convert(slowfast_r101, config)
   assert report.complete, report.summary()
   assert report.converted == len(
     [k for k in slowfast_r101.state_dict() if not k.endswith('num_batches_tracked')]
   )
+  rng = np.random.default_rng(7)
+  x = {
+    k: rng.normal(size=v.shape).astype(np.float32)
+    for k, v in models.example_inputs(model, batch=1, num_frames=8, crop_size=CROP).items()
+  }
+  _assert_same_logits(slowfast_r101, model, variables, x)
+
+
+def test_slowfast_16x8_r101_converts_every_tensor():
   with torch.no_grad():
     ptv_16x8 = _hub()[1].slowfast_16x8_r101_50_50()
   _, _, report = _convert(ptv_16x8, load_config('configs/pytorchvideo.py:slowfast_16x8_r101_50_50'))
@@ -104,7 +127,7 @@ def test_slow_r50_logits_match_pytorchvideo():
   x = {'slow': rng.normal(size=(2, 8, CROP, CROP, 3)).astype(np.float32)}
   ours, _ = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
   with torch.no_grad():
-    theirs = ptv(_torch_inputs(x)[0]).numpy()
+    theirs = ptv(_torch_inputs(x)[0]).numpy()  # create_resnet takes one tensor
   scale = np.max(np.abs(theirs))
   assert scale > 1e-3
   np.testing.assert_allclose(ours, theirs, atol=1e-4 * scale, rtol=0)

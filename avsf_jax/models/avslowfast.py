@@ -89,7 +89,8 @@ class AVSlowFast(nn.Module):
     bn_momentum, bn_epsilon: BatchNorm running-average momentum (Flax convention), epsilon.
     dropout_rate: dropout before the classifier.
     head_pooling: 'global', or 'window' for the fully convolutional PySlowFast/PyTorchVideo
-      test head that slides a `head_window` (res5 H, W) average pool and averages logits.
+      test head that slides a `head_window` (res5 H, W) average pool at stride 1 and
+      combines the positions' scores as `head_position_average` says.
     head_window: res5 spatial size of a training crop (224 / 32 = 7).
     head_position_average: how the window head combines its positions: 'softmax'
       (PySlowFast: softmax per position, then the mean; the logits returned are the log of

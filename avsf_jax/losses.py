@@ -70,14 +70,18 @@ def avs_contrastive(
   margin: float,
   pair_mask: jax.Array | None = None,
   duplicate_distance: float = 0.0,
+  weight: jax.Array | None = None,
 ) -> jax.Array:
   """AVS loss of paper 000 (SPEC 3): mean(d(v, a+)^2 + max(0, margin - d(v, a-))^2) / 2.
 
   Embeddings are (N, D), already L2-normalised and scaled by 0.5 by the model, so distances
-  lie in [0, 1]. `pair_mask` (N,) drops examples whose audio is silent (their positive and
-  negative terms both go); a negative whose embedding lies within `duplicate_distance` of
-  the positive audio embedding is a near-duplicate, and only its hinge term is dropped.
-  The mean is over the examples that remain (zero when none does).
+  lie in [0, 1]. `pair_mask` (N,) drops pairs (their positive and negative terms both go;
+  see `filter_duplicates`); a negative whose embedding lies within `duplicate_distance` of
+  the positive audio embedding is a near-duplicate, and only its hinge term is dropped (the
+  first recipe's rule, 0 = off). The mean is over the pairs that remain (zero when none
+  does). `weight` (scalar or (N,), from `avs_junction_weights`) scales each pair's term but
+  not the count: a BN group whose junction loss does not count this step contributes zero,
+  as a replica that skips a loss does to the gradient all-reduce of the authors' code.
   """
   v = visual.astype(jnp.float32)
   a_pos = audio.astype(jnp.float32)
@@ -95,6 +99,8 @@ def avs_contrastive(
   positive = jnp.square(distance(v, a_pos))
   negative = jnp.square(jnp.maximum(0.0, margin - distance(v, a_neg)))
   per_example = mask * positive + negative_mask * negative
+  if weight is not None:
+    per_example = per_example * jnp.asarray(weight, jnp.float32)
   return 0.5 * jnp.sum(per_example) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
@@ -104,8 +110,13 @@ def avs_total(
   margin: float,
   pair_mask: jax.Array | None,
   duplicate_distance: float,
+  junction_weights: Mapping[str, jax.Array] | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """The AVS loss summed over junctions (each with weight 1), and each junction's value."""
+  """The AVS loss summed over junctions, and each junction's value.
+
+  `junction_weights` ({junction: scalar or (N,)}, see `avs_junction_weights`) gates each
+  junction's pairs; None counts every junction every step (the first recipe).
+  """
   total = jnp.zeros((), jnp.float32)
   metrics = {}
   for junction, e in sorted(avs.items()):
@@ -116,7 +127,60 @@ def avs_total(
       margin=margin,
       pair_mask=pair_mask,
       duplicate_distance=duplicate_distance,
+      weight=None if junction_weights is None else junction_weights[junction],
     )
     metrics[f'avs_loss_{junction}'] = loss
     total = total + loss
   return total, metrics
+
+
+def filter_duplicates(
+  audio: jax.Array,
+  audio_negative: jax.Array,
+  *,
+  min_variance: float = 0.01,
+  max_cosine: float = 0.99999,
+) -> jax.Array:
+  """(N,) float mask of the AVS pairs worth a loss: the authors' `filter_duplicates` rule.
+
+  A pair is kept (1.0) only when both input log-mels vary (variance over all their entries
+  > `min_variance`: silent or constant audio says nothing about synchrony) and they are not
+  the same sound (cosine similarity of the flattened log-mels < `max_cosine`: a hard
+  negative cut from a looped or static track can equal the positive). Otherwise the whole
+  pair, positive and negative term, is dropped. The decision uses the model inputs, not the
+  embeddings, so it does not depend on the weights.
+  """
+  a = audio.astype(jnp.float32).reshape(audio.shape[0], -1)
+  b = audio_negative.astype(jnp.float32).reshape(audio_negative.shape[0], -1)
+  if a.shape != b.shape:
+    raise ValueError(f'filter_duplicates: audio {audio.shape} vs negative {audio_negative.shape}')
+  cosine = jnp.sum(a * b, axis=-1) / jnp.maximum(
+    jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1), 1e-12
+  )
+  keep = (jnp.var(a, axis=-1) > min_variance) & (jnp.var(b, axis=-1) > min_variance)
+  return (keep & (cosine < max_cosine)).astype(jnp.float32)
+
+
+# Where an AVS loss may sit, in the order the network reaches them.
+AVS_JUNCTION_ORDER = ('pool1', 'res2', 'res3', 'res4', 'pool5')
+
+
+def avs_junction_weights(junctions, keep: jax.Array, fusion_junctions) -> dict[str, jax.Array]:
+  """Per-junction AVS loss weights gated by DropPathway, as in the authors' code.
+
+  Once audio has been added to the visual features (at the earliest of `fusion_junctions`),
+  the visual side of every later junction already contains the audio it is to be matched
+  with, and synchrony becomes trivial. So junctions up to and including the earliest fusion
+  junction always count (weight 1); later ones (and pool5) count only where DropPathway
+  dropped the audio->visual laterals this step. `keep` is the model's
+  `aux['drop_pathway_keep']` (1 = audio fused): a scalar (one draw for the batch) or (N,)
+  (per example or per BN group), and each weight has its shape. With no audio fusion at all,
+  every junction counts.
+  """
+  order = {j: i for i, j in enumerate(AVS_JUNCTION_ORDER)}
+  unknown = sorted(set(junctions) - set(order)) + sorted(set(fusion_junctions) - set(order))
+  if unknown:
+    raise ValueError(f'avs_junction_weights: unknown junctions {unknown}; expected {order}')
+  keep = jnp.asarray(keep, jnp.float32)
+  earliest = min((order[j] for j in fusion_junctions), default=len(order))
+  return {j: jnp.ones_like(keep) if order[j] <= earliest else 1.0 - keep for j in junctions}

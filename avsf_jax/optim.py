@@ -8,6 +8,7 @@ gradients before momentum, as PyTorch's SGD does; it never appears in the loss.
 import math
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -29,26 +30,56 @@ def peak_learning_rate(config: ml_collections.ConfigDict, global_batch_size: int
   return config.base_lr * global_batch_size / config.base_batch_size
 
 
+SCHEDULES = ('cosine', 'cosine_after_warmup', 'steps')
+
+
+def _cosine(peak: float, end: float, offset: int, length: int) -> optax.Schedule:
+  """end + (peak - end) * 0.5 * (cos(pi * (n - offset) / length) + 1), as PySlowFast writes it."""
+
+  def schedule(step):
+    progress = (jnp.asarray(step, jnp.float32) - offset) / max(length, 1)
+    progress = jnp.clip(progress, 0.0, 1.0)
+    return end + (peak - end) * 0.5 * (jnp.cos(jnp.pi * progress) + 1.0)
+
+  return schedule
+
+
 def learning_rate_schedule(
   config: ml_collections.ConfigDict, *, steps_per_epoch: float, total_steps: int, peak: float
 ) -> optax.Schedule:
-  """Linear warm-up from `warmup_start_factor * peak`, then cosine or step decay."""
+  """Linear warm-up from `warmup_start_factor * peak` into cosine or step decay.
+
+  `schedule` picks the decay:
+    - 'cosine': PySlowFast's `lr_policy.lr_func_cosine` (the papers' recipe): one cosine half
+      period over the whole run, eta * 0.5 * (cos(pi * n / n_max) + 1) (floored at
+      `end_factor * peak`), whose first `warmup` steps are replaced by a linear ramp from
+      `warmup_start_factor * peak` to the cosine's own value at the end of warm-up.
+    - 'cosine_after_warmup': the ramp goes to the peak and the cosine then runs over the
+      remaining steps (PySlowFast's SOLVER.COSINE_AFTER_WARMUP; this project's first recipe).
+    - 'steps': piecewise constant, times `decay_factor` at each of `decay_epochs`.
+  """
   warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total_steps)
+  end = config.end_factor * peak
   if config.schedule == 'cosine':
-    main = optax.cosine_decay_schedule(
-      peak, decay_steps=max(total_steps - warmup, 1), alpha=config.end_factor
-    )
+    main = _cosine(peak, end, 0, total_steps)
+    ramp_end = float(main(warmup))
+  elif config.schedule == 'cosine_after_warmup':
+    main = _cosine(peak, end, warmup, total_steps - warmup)
+    ramp_end = peak
   elif config.schedule == 'steps':
-    boundaries = {
-      int(round(e * steps_per_epoch)) - warmup: config.decay_factor for e in config.decay_epochs
-    }
+    boundaries = {int(round(e * steps_per_epoch)): config.decay_factor for e in config.decay_epochs}
     main = optax.piecewise_constant_schedule(peak, {b: f for b, f in boundaries.items() if b > 0})
+    ramp_end = peak
   else:
-    raise ValueError(f'optim.schedule={config.schedule!r}; one of cosine, steps')
+    raise ValueError(f'optim.schedule={config.schedule!r}; one of {SCHEDULES}')
   if warmup == 0:
     return main
-  ramp = optax.linear_schedule(config.warmup_start_factor * peak, peak, warmup)
-  return optax.join_schedules([ramp, main], [warmup])
+  ramp = optax.linear_schedule(config.warmup_start_factor * peak, ramp_end, warmup)
+
+  def schedule(step):
+    return jnp.where(jnp.asarray(step) < warmup, ramp(step), main(step))
+
+  return schedule
 
 
 def decay_mask(params, decay_norm_and_bias: bool):

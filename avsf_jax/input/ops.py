@@ -47,16 +47,44 @@ def sample_train_clip(features, seed, *, num_frames: int, tau: int, alpha: int, 
   return out
 
 
+VIEW_STARTS = ('pyslowfast', 'spread')
+
+
+def view_start_frames(delta, num_views: int, view_starts: str = 'pyslowfast'):
+  """First frames (float32, (num_views,)) of the temporal test views of a video.
+
+  `delta` is how far a clip's start can move (video frames minus clip frames, at least 0).
+  - 'pyslowfast': view i of V starts at delta * i / V, PySlowFast's test decoder
+    (`decoder.get_start_end_idx` without `use_offset`): the views tile the video from its
+    first frame and never reach its last one; a single view starts at frame 0.
+  - 'spread': delta * i / (V - 1), so the first and last views touch both ends of the video;
+    a single view is centred (this project's first choice, kept as an option).
+  """
+  delta = tf.cast(delta, tf.float32)
+  i = tf.range(num_views, dtype=tf.float32)
+  if view_starts == 'pyslowfast':
+    return delta * i / float(num_views)
+  if view_starts == 'spread':
+    if num_views == 1:
+      return tf.reshape(delta / 2.0, [1])
+    return delta * i / float(num_views - 1)
+  raise ValueError(f'input.view_starts={view_starts!r}; expected one of {VIEW_STARTS}')
+
+
 def sample_eval_clips(
-  features, *, num_views: int, num_frames: int, tau: int, alpha: int, target_fps: float
+  features,
+  *,
+  num_views: int,
+  num_frames: int,
+  tau: int,
+  alpha: int,
+  target_fps: float,
+  view_starts: str = 'spread',
 ):
-  """Adds 'fast_index' (views, alpha*T): starts at delta * i / (views - 1) (centre for one view)."""
+  """Adds 'fast_index' (views, alpha*T), the views starting as `view_start_frames` says."""
   clip_size = clip_size_frames(features, num_frames, tau, target_fps)
   delta = tf.maximum(tf.cast(features['num_frames'], tf.float32) - clip_size, 0.0)
-  if num_views == 1:
-    starts = tf.reshape(delta / 2.0, [1])
-  else:
-    starts = delta * tf.range(num_views, dtype=tf.float32) / float(num_views - 1)
+  starts = view_start_frames(delta, num_views, view_starts)
   index = tf.map_fn(
     lambda s: clip_frame_indices(s, clip_size, alpha * num_frames, features['num_frames']),
     starts,

@@ -264,7 +264,13 @@ def _eval_example(features, config, builder, reader, multi_view: bool) -> dict:
   num_spatial = inp.num_spatial_views if multi_view else 1
   geometry = {'num_frames': inp.num_frames, 'tau': inp.tau, 'target_fps': inp.target_fps}
   features = ops.sample_eval_clips(
-    features, num_views=num_temporal, alpha=config.model.alpha, **geometry
+    features,
+    num_views=num_temporal,
+    alpha=config.model.alpha,
+    # The test protocol's view starts (`ops.VIEW_STARTS`); the single-view periodic
+    # evaluation always takes the centre clip.
+    view_starts=inp.get('view_starts', 'spread') if multi_view else 'spread',
+    **geometry,
   )
   num_fast = config.model.alpha * inp.num_frames
   slow_pos = ops.slow_from_fast(num_fast, config.model.alpha)

@@ -140,14 +140,27 @@ _PTV_BLOCK_PARTS = {
 
 
 def pytorchvideo_name_map(state_keys) -> NameMap:
-  """`create_slowfast` / `create_audio_visual_slowfast` state-dict names."""
+  """`create_slowfast` / `create_audio_visual_slowfast` / `create_resnet` state-dict names.
+
+  `create_resnet` (the hub's `slow_r50`) has one pathway and no `multipathway_blocks`
+  level: its stem is `blocks.0.{conv,norm}` and its stages `blocks.<n>.res_blocks...`.
+  """
   keys = list(state_keys)
   heads = [m.group(1) for k in keys if (m := re.fullmatch(r'blocks\.(\d+)\.proj\.weight', k))]
   head_block = heads[0] if heads else 'HEAD'
   audiovisual = any('block_fast_to_slow' in k for k in keys)
+  single_pathway = not any('multipathway_blocks' in k for k in keys)
 
   def module(mod: Path) -> str | None:
     top = mod[0]
+    if single_pathway:
+      if m := re.fullmatch(r'(slow|fast)_stem(_bn)?', top):
+        return 'blocks.0.norm' if m.group(2) else 'blocks.0.conv'
+      if (m := re.fullmatch(r'(slow|fast)_(res[2-5])', top)) and len(mod) == 3:
+        block = int(mod[1].removeprefix('block'))
+        stage = STAGE_NUMBER[m.group(2)] - 1
+        return f'blocks.{stage}.res_blocks.{block}.{_PTV_BLOCK_PARTS[mod[2]]}'
+      return f'blocks.{head_block}.proj' if mod == ('head', 'fc') else None
     if m := re.fullmatch(r'(slow|fast|audio)_stem(_bn|_time|_freq)?', top):
       base = f'blocks.0.multipathway_blocks.{PATHWAY_INDEX[m.group(1)]}'
       return {

@@ -24,14 +24,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from avsf_jax.models import fusion, heads, layers, resnet
+from avsf_jax.models import fusion, heads, layers, nonlocal_block, resnet
 
 PATHWAYS = ('slow', 'fast', 'audio')
 JUNCTIONS = ('pool1', 'res2', 'res3', 'res4')
 AVS_JUNCTIONS = (*JUNCTIONS, 'pool5')
 STAGES = ('res2', 'res3', 'res4', 'res5')
 AUDIO_BLOCKS = {'v1': 'factorized_concat', 'v2': 'factorized_sum'}
-DROP_PATHWAY_MODES = ('global', 'per_example')
+DROP_PATHWAY_MODES = ('per_group', 'global', 'per_example')
+AVS_INPUTS = ('fusion', 'pooled')
 DROP_PATHWAY_SCOPES = ('laterals', 'laterals_and_head')
 
 
@@ -67,19 +68,33 @@ class AVSlowFast(nn.Module):
     audio_fusion_inner_ratio: see `audio_fusion_inner`.
     audio_pool5_concat: concatenate the pooled Audio features into the classifier input.
     drop_pathway_rate: probability P_d of dropping audio->visual contributions in a step.
-    drop_pathway_mode: 'global' (one draw for the whole global batch) or 'per_example'.
+    drop_pathway_mode: 'per_group' (one draw per BN group of `bn_group_size` clips, as the
+      authors' code draws once per replica of 8 clips), 'global' (one draw for the whole
+      global batch) or 'per_example'.
     drop_pathway_scope: 'laterals' (the released code: audio still reaches the classifier)
       or 'laterals_and_head' (the pooled audio features are zeroed too).
     avs_junctions: where AVS projection heads sit, a subset of AVS_JUNCTIONS.
+    avs_inputs: what the AVS projections see. 'fusion' (the authors' code): at a fusion
+      junction the visual side is the Slow tensor with the Fast->Slow lateral concatenated
+      (before audio is added) and the audio side is the output of the A->FS fusion convs,
+      pooled over time, so those convs get the AVS gradient; at pool5 a loss-only fusion
+      block (`avs_pool5_fusion`) maps the res5 audio. 'pooled' (the first recipe): pooled
+      Slow and Fast features against pooled Audio features.
     avs_dim: AVS embedding size.
     nonlocal_blocks: block indices of the Slow res4 stage followed by a non-local block.
     nonlocal_pool: max-pool window of the non-local keys/values.
+    nonlocal_instantiation: 'dot_product' (PySlowFast's NL configs: affinity divided by the
+      number of positions) or 'softmax' (embedded Gaussian).
     bn_group_size: clips per BN statistics group; 0 = the whole global batch.
     bn_momentum, bn_epsilon: BatchNorm running-average momentum (Flax convention), epsilon.
     dropout_rate: dropout before the classifier.
     head_pooling: 'global', or 'window' for the fully convolutional PySlowFast/PyTorchVideo
-      test head that slides a `head_window` (res5 H, W) average pool and averages logits.
+      test head that slides a `head_window` (res5 H, W) average pool at stride 1 and
+      combines the positions' scores as `head_position_average` says.
     head_window: res5 spatial size of a training crop (224 / 32 = 7).
+    head_position_average: how the window head combines its positions: 'softmax'
+      (PySlowFast: softmax per position, then the mean; the logits returned are the log of
+      that mean), 'sigmoid' (multi-label) or 'logits' (PyTorchVideo: mean of the logits).
     conv_lowering: how convolutions are computed, one of `convolution.LOWERINGS` ('auto':
       CPU-friendly lowerings on CPU, XLA's convolutions on GPU/TPU); same parameters either way.
     dtype: compute dtype (params, BN statistics, head and logits stay float32).
@@ -112,14 +127,17 @@ class AVSlowFast(nn.Module):
   drop_pathway_scope: str = 'laterals'
   avs_junctions: Sequence[str] = ('res3', 'res4', 'pool5')
   avs_dim: int = 64
+  avs_inputs: str = 'fusion'
   nonlocal_blocks: Sequence[int] = ()
   nonlocal_pool: Sequence[int] = (1, 2, 2)
+  nonlocal_instantiation: str = 'dot_product'
   bn_group_size: int = 8
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
   dropout_rate: float = 0.5
   head_pooling: str = 'global'
   head_window: Sequence[int] = (7, 7)
+  head_position_average: str = 'softmax'
   conv_lowering: str = 'auto'
   dtype: Any = jnp.float32
 
@@ -156,8 +174,18 @@ class AVSlowFast(nn.Module):
       self.drop_pathway_scope in DROP_PATHWAY_SCOPES,
       f'drop_pathway_scope={self.drop_pathway_scope!r}; one of {DROP_PATHWAY_SCOPES}',
     )
+    check(self.avs_inputs in AVS_INPUTS, f'avs_inputs={self.avs_inputs!r}; one of {AVS_INPUTS}')
     check(0.0 <= self.drop_pathway_rate <= 1.0, 'drop_pathway_rate must be in [0, 1]')
+    check(
+      self.nonlocal_instantiation in nonlocal_block.INSTANTIATIONS,
+      f'nonlocal_instantiation={self.nonlocal_instantiation!r}; one of '
+      f'{nonlocal_block.INSTANTIATIONS}',
+    )
     check(self.head_pooling in heads.POOLINGS, f'head_pooling one of {heads.POOLINGS}')
+    check(
+      self.head_position_average in heads.POSITION_AVERAGES,
+      f'head_position_average={self.head_position_average!r}; one of {heads.POSITION_AVERAGES}',
+    )
     check(
       len(self.slow_temporal_kernels) == 5 and len(self.fast_temporal_kernels) == 5,
       'temporal kernel tables need 5 entries (stem, res2..res5)',
@@ -219,22 +247,22 @@ class AVSlowFast(nn.Module):
       temporal_blocks=self.temporal_kernel_blocks[index],
       nonlocal_after=tuple(nonlocal_after),
       nonlocal_pool=tuple(self.nonlocal_pool),
+      nonlocal_instantiation=self.nonlocal_instantiation,
       name=name,
     )
 
   def _drop_pathway_keep(self, batch: int, train: bool) -> jax.Array | None:
-    """The DropPathway switch: None (keep everything) or a bool scalar / (N,) array.
-
-    One Bernoulli draw from the 'drop_pathway' RNG stream per step for the whole global
-    batch (or one per example); the training step folds that stream's key with the step,
-    so every device of a jitted step sees the same decision. Never active outside training.
-    """
+    """The DropPathway switch (see `drop_pathway_keep`), or None outside training."""
     audiovisual = 'audio' in self.pathways and len(self.pathways) > 1
     if not (train and audiovisual and self.drop_pathway_rate > 0.0):
       return None
-    shape = () if self.drop_pathway_mode == 'global' else (batch,)
-    rng = self.make_rng('drop_pathway')
-    return jax.random.bernoulli(rng, 1.0 - self.drop_pathway_rate, shape)
+    return drop_pathway_keep(
+      self.make_rng('drop_pathway'),
+      batch=batch,
+      rate=self.drop_pathway_rate,
+      mode=self.drop_pathway_mode,
+      group_size=self.bn_group_size,
+    )
 
   def _fusion_inner(self, audio: jax.Array) -> int:
     if self.audio_fusion_inner > 0:
@@ -331,10 +359,24 @@ class AVSlowFast(nn.Module):
             norm=norm,
             name=f'fast_to_slow_{junction}',
           )(x['slow'], x['fast'])
-      visual = pooled_visual() if audiovisual and junction in self.avs_junctions else None
+      avs_here = audiovisual and junction in self.avs_junctions
+      avs_from_fusion = (
+        avs_here
+        and self.avs_inputs == 'fusion'
+        and 'slow' in self.pathways
+        and audio_here
+        and self.audio_fusion == 'a_fs'
+      )
+      # The visual side is taken before audio is added at this junction.
+      visual = None
+      if avs_here:
+        visual = heads.global_pool(x['slow']) if avs_from_fusion else pooled_visual()
+      avs_audio = None
       if audio_here and 'slow' in self.pathways and self.audio_fusion != 'a_f_s':
         if self.audio_fusion == 'a_fs':
-          contribution = fusion.AudioToVisual(
+          # With 'fusion' AVS inputs the convs also map the negatives (joined to the
+          # positives in BN-group blocks), and their output, ungated, is the AVS audio side.
+          fused = fusion.AudioToVisual(
             features=x['slow'].shape[-1],
             inner=self._fusion_inner(x['audio']),
             kernel=self.audio_fusion_kernel,
@@ -342,7 +384,11 @@ class AVSlowFast(nn.Module):
             conv=conv,
             norm=norm,
             name=f'audio_to_slowfast_{junction}',
-          )(positives(x['audio']))[:, :, None, None, :]
+          )(x['audio'] if avs_from_fusion else positives(x['audio']))
+          if avs_from_fusion:
+            avs_audio = heads.global_pool(fused)
+            fused = positives(fused)
+          contribution = fused[:, :, None, None, :]
         else:
           contribution = fusion.AudioVisualNonLocal(
             inner=self._fusion_inner(x['audio']),
@@ -352,12 +398,29 @@ class AVSlowFast(nn.Module):
           )(x['slow'], positives(x['audio']))
         x['slow'] = x['slow'] + gate(contribution)
       if visual is not None:
-        add_avs(junction, visual, heads.global_pool(x['audio']))
+        add_avs(junction, visual, heads.global_pool(x['audio']) if avs_audio is None else avs_audio)
 
     pooled = {p: heads.global_pool(x[p]) for p in self.pathways}
     if has_audio:
-      if audiovisual:
-        add_avs('pool5', pooled_visual(), pooled['audio'])
+      if audiovisual and 'pool5' in self.avs_junctions:
+        visual = pooled_visual()
+        avs_audio = pooled['audio']
+        if self.avs_inputs == 'fusion':
+          # A fusion block used only by the loss: the res5 audio mapped, like A->FS, to the
+          # width of the pooled visual features and the visual frame count, then pooled.
+          visual_frames = x['slow' if 'slow' in self.pathways else 'fast'].shape[1]
+          avs_audio = heads.global_pool(
+            fusion.AudioToVisual(
+              features=visual.shape[-1],
+              inner=self._fusion_inner(x['audio']),
+              kernel=self.audio_fusion_kernel,
+              num_frames=visual_frames,
+              conv=conv,
+              norm=norm,
+              name='avs_pool5_fusion',
+            )(x['audio'])
+          )
+        add_avs('pool5', visual, avs_audio)
       pooled['audio'] = positives(pooled['audio'])
       if self.drop_pathway_scope == 'laterals_and_head':
         pooled['audio'] = gate(pooled['audio'])
@@ -372,11 +435,44 @@ class AVSlowFast(nn.Module):
         features.append(jnp.broadcast_to(a, (batch, positions, a.shape[-1])))
     else:
       features = [pooled[p] for p in head_inputs]
-    logits = heads.ClassifierHead(self.num_classes, self.dropout_rate, name='head')(
-      jnp.concatenate(features, axis=-1), train=train
-    )
+    logits = heads.ClassifierHead(
+      self.num_classes, self.dropout_rate, self.head_position_average, name='head'
+    )(jnp.concatenate(features, axis=-1), train=train)
     keep_out = jnp.ones((), jnp.float32) if keep is None else keep.astype(jnp.float32)
     return logits, {'avs': avs, 'pooled': pooled, 'drop_pathway_keep': keep_out}
+
+
+def drop_pathway_keep(
+  rng: jax.Array, *, batch: int, rate: float, mode: str, group_size: int
+) -> jax.Array:
+  """DropPathway decisions (True = keep the audio->visual laterals) for one training step.
+
+  `rng` is the step's 'drop_pathway' key (the training step folds it with the step), so
+  every device of a jitted step computes the same decisions:
+    - 'global': one draw for the whole global batch, a bool scalar;
+    - 'per_example': one draw per clip, (batch,);
+    - 'per_group': one draw per BN group of `group_size` clips (0 = the whole batch),
+      repeated over the group's clips, (batch,). Group g's draw uses `rng` folded with g, so
+      it depends on the step and the group's place in the global batch, not on sharding.
+      The authors' code draws once per forward pass of a replica, i.e. per 8-clip BN group.
+  """
+  p_keep = 1.0 - rate
+  if mode == 'global':
+    return jax.random.bernoulli(rng, p_keep, ())
+  if mode == 'per_example':
+    return jax.random.bernoulli(rng, p_keep, (batch,))
+  if mode != 'per_group':
+    raise ValueError(f'drop_pathway_mode={mode!r}; one of {DROP_PATHWAY_MODES}')
+  group = group_size or batch
+  if batch % group:
+    raise ValueError(
+      f'AVSlowFast: drop_pathway_mode=per_group needs the batch ({batch}) to be a multiple of '
+      f'bn_group_size ({group})'
+    )
+  draws = jax.vmap(lambda g: jax.random.bernoulli(jax.random.fold_in(rng, g), p_keep, ()))(
+    jnp.arange(batch // group)
+  )
+  return jnp.repeat(draws, group)
 
 
 def _blocks(batch: int, group: int) -> int:

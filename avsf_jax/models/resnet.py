@@ -105,7 +105,8 @@ class Stage(nn.Module):
   6 of the 23 res4 blocks are temporal). None means every block.
 
   `nonlocal_after` lists the block indices after which a non-local block is inserted
-  (PySlowFast's NONLOCAL.LOCATION), with max-pooling `nonlocal_pool` on its keys/values.
+  (PySlowFast's NONLOCAL.LOCATION), with max-pooling `nonlocal_pool` on its keys/values and
+  the affinity normalisation `nonlocal_instantiation` (see `nonlocal_block.NonLocal`).
   """
 
   num_blocks: int
@@ -121,6 +122,7 @@ class Stage(nn.Module):
   temporal_blocks: int | None = None
   nonlocal_after: Sequence[int] = ()
   nonlocal_pool: Sequence[int] = (1, 2, 2)
+  nonlocal_instantiation: str = 'dot_product'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -142,6 +144,7 @@ class Stage(nn.Module):
         x = nonlocal_block.NonLocal(
           inner=self.features // 2,
           pool=self.nonlocal_pool,
+          instantiation=self.nonlocal_instantiation,
           conv=self.conv,
           norm=self.norm,
           name=f'nonlocal{i}',

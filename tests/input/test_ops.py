@@ -35,6 +35,33 @@ def test_eval_clip_starts_are_uniform():
   np.testing.assert_array_equal(out['fast_index'].numpy()[0], np.arange(50, 66))
 
 
+def test_pyslowfast_view_starts_tile_the_video_from_its_start():
+  """PySlowFast's test decoder: view i of V starts at delta * i / V (delta = 100 here), so
+  10 views start at 0, 10, ..., 90 and none reaches the last frame; 'spread' (delta * i /
+  (V - 1)) would start them at 0, 11.1, ..., 100."""
+  features = {'fps': tf.constant(30.0), 'num_frames': tf.constant(116)}
+  geometry = {'num_frames': 4, 'tau': 4, 'alpha': 4, 'target_fps': 30.0}
+  out = ops.sample_eval_clips(features, num_views=10, view_starts='pyslowfast', **geometry)
+  index = out['fast_index'].numpy()
+  np.testing.assert_array_equal(index[:, 0], np.arange(0, 100, 10))
+  np.testing.assert_array_equal(index[3], 30 + np.arange(16))  # 16 frames, 15 apart in total
+  out = ops.sample_eval_clips(features, num_views=3, view_starts='pyslowfast', **geometry)
+  np.testing.assert_array_equal(out['fast_index'].numpy()[:, 0], [0, 33, 66])  # int(100 * i / 3)
+  spread = ops.sample_eval_clips(features, num_views=10, view_starts='spread', **geometry)
+  np.testing.assert_array_equal(
+    spread['fast_index'].numpy()[:, 0], [0, 11, 22, 33, 44, 55, 66, 77, 88, 100]
+  )
+  # A video no longer than the clip: every view starts at frame 0 either way.
+  short = {'fps': tf.constant(30.0), 'num_frames': tf.constant(10)}
+  out = ops.sample_eval_clips(short, num_views=2, view_starts='pyslowfast', **geometry)
+  np.testing.assert_array_equal(out['fast_index'].numpy()[:, 0], [0, 0])
+
+
+def test_unknown_view_starts_is_an_error():
+  with pytest.raises(ValueError, match='input.view_starts'):
+    ops.view_start_frames(tf.constant(10.0), 3, 'middle')
+
+
 def test_audio_window_starts_at_first_frame_timestamp():
   features = {'fps': tf.constant(25.0), 'fast_index': tf.constant([40, 41, 42])}
   out, n = ops.audio_window(features, num_frames=4, tau=16, target_fps=30.0, sample_rate=16000)

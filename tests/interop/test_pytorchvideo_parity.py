@@ -126,4 +126,5 @@ def test_audiovisual_slowfast_parity():
   ptv = create_audio_visual_slowfast(head_pool_kernel_sizes=((8, 2, 2), (32, 2, 2), (16, 1, 10)))
   config = load_config('configs/kinetics_r50.py:avslowfast_8x8_ptv')
   config.model.head_window = (2, 2)
+  config.model.head_position_average = 'logits'  # PyTorchVideo averages logits
   _check_parity(ptv, config, seed=2)

@@ -178,8 +178,14 @@ def test_head_is_fully_convolutional_at_test_time(tiny_variables):
 
 
 def test_window_head_averages_fc_over_training_sized_windows():
-  """'window' pooling = PyTorchVideo's head: avg-pool 1x1 windows of res5 -> FC -> mean."""
-  model = tiny(head_pooling='window', head_window=(1, 1), pathways=('slow', 'fast'))
+  """'window' pooling with 'logits' averaging = PyTorchVideo's head: avg-pool 1x1 windows of
+  res5 -> FC -> mean of the logits (the softmax average is in test_fidelity.py)."""
+  model = tiny(
+    head_pooling='window',
+    head_window=(1, 1),
+    head_position_average='logits',
+    pathways=('slow', 'fast'),
+  )
   x = inputs(batch=2, crop=64)
   variables = random_variables(model, x)
   (logits, _), state = jax.jit(

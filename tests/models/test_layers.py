@@ -145,11 +145,16 @@ def test_time_strided_conv_output_width_and_frames():
 # -- Non-local -------------------------------------------------------------------------------
 
 
-def test_nonlocal_matches_a_numpy_reference():
+@pytest.mark.parametrize('instantiation', ['dot_product', 'softmax'])
+def test_nonlocal_matches_a_numpy_reference(instantiation):
+  """'dot_product' (PySlowFast's NL configs): theta.phi divided by the number of (pooled) key
+  positions, here 2 x 2 x 2 = 8, no softmax; 'softmax': scaled by inner ** -0.5, softmax."""
   x = _normal((2, 2, 4, 4, 6))
   conv = functools.partial(layers.Conv)
   norm = functools.partial(layers.BatchNorm, use_running_average=True)
-  block = nonlocal_block.NonLocal(inner=3, pool=(1, 2, 2), conv=conv, norm=norm)
+  block = nonlocal_block.NonLocal(
+    inner=3, pool=(1, 2, 2), conv=conv, norm=norm, instantiation=instantiation
+  )
   variables = block.init(jax.random.key(0), x)
   np.testing.assert_array_equal(block.apply(variables, x), x)  # identity at init
   params = jax.tree_util.tree_map(lambda v: v, variables['params'])
@@ -167,12 +172,23 @@ def test_nonlocal_matches_a_numpy_reference():
   theta = lin('theta', xn).reshape(2, -1, 3)
   phi = lin('phi', pooled).reshape(2, -1, 3)
   g = lin('g', pooled).reshape(2, -1, 3)
-  a = np.einsum('nqd,nkd->nqk', theta, phi) / np.sqrt(3)
-  a = np.exp(a - a.max(-1, keepdims=True))
-  a /= a.sum(-1, keepdims=True)
+  if instantiation == 'dot_product':
+    a = np.einsum('nqd,nkd->nqk', theta, phi) / 8.0
+  else:
+    a = np.einsum('nqd,nkd->nqk', theta, phi) / np.sqrt(3)
+    a = np.exp(a - a.max(-1, keepdims=True))
+    a /= a.sum(-1, keepdims=True)
   z = lin('out', np.einsum('nqk,nkd->nqd', a, g).reshape(2, 2, 4, 4, 3))
   expected = xn + z * 0.7 / np.sqrt(1 + 1e-5)
   np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_nonlocal_instantiation_is_checked():
+  block = nonlocal_block.NonLocal(
+    inner=2, pool=(1, 1, 1), conv=layers.Conv, norm=layers.BatchNorm, instantiation='gaussian'
+  )
+  with pytest.raises(ValueError, match='instantiation'):
+    block.init(jax.random.key(0), jnp.zeros((1, 1, 2, 2, 4)))
 
 
 @pytest.mark.parametrize(

@@ -84,3 +84,90 @@ def test_label_smoothing_raises_loss_of_confident_correct_prediction(label_smoot
   plain = losses.softmax_cross_entropy(logits, jnp.array([0]))
   smooth = losses.softmax_cross_entropy(logits, jnp.array([0]), label_smoothing)
   assert float(smooth) > float(plain) + 0.1
+
+
+# -- AVS gated by DropPathway (issue 12, item 1) ----------------------------------------------
+
+
+def test_avs_junction_weights_follow_drop_pathway():
+  """Junctions up to the earliest audio fusion (res3) always count; later ones (res4, pool5)
+  only where the audio->visual laterals were dropped (keep = 0) this step."""
+  junctions, fused_at = ('res3', 'res4', 'pool5'), ('res3', 'res4')
+  fused = losses.avs_junction_weights(junctions, jnp.array(1.0), fused_at)
+  assert {j: float(w) for j, w in fused.items()} == {'res3': 1.0, 'res4': 0.0, 'pool5': 0.0}
+  dropped = losses.avs_junction_weights(junctions, jnp.array(0.0), fused_at)
+  assert {j: float(w) for j, w in dropped.items()} == {'res3': 1.0, 'res4': 1.0, 'pool5': 1.0}
+  # Per example (or per BN group, expanded to examples): each example on its own.
+  mixed = losses.avs_junction_weights(junctions, jnp.array([1.0, 0.0, 1.0, 0.0]), fused_at)
+  np.testing.assert_array_equal(mixed['res3'], [1, 1, 1, 1])
+  np.testing.assert_array_equal(mixed['res4'], [0, 1, 0, 1])
+  np.testing.assert_array_equal(mixed['pool5'], [0, 1, 0, 1])
+  # Fusion at res4 only (Table 6, res4 + pool5): res3 and res4 always count, pool5 is gated.
+  late = losses.avs_junction_weights(junctions, jnp.array(1.0), ('res4',))
+  assert {j: float(w) for j, w in late.items()} == {'res3': 1.0, 'res4': 1.0, 'pool5': 0.0}
+  # No audio fusion into the visual pathways (pool5 concatenation only): all count.
+  none = losses.avs_junction_weights(junctions, jnp.array(1.0), ())
+  assert all(float(w) == 1.0 for w in none.values())
+  with pytest.raises(ValueError, match='res6'):
+    losses.avs_junction_weights(('res6',), jnp.array(1.0), fused_at)
+
+
+def test_avs_total_with_junction_weights_counts_only_the_gated_pairs():
+  """Two examples, both junctions with the same embeddings (per-example terms t0, t1): res3
+  counts both, res4 only example 1 (its laterals were dropped), still over the 2 pairs."""
+  v = _unit([[1, 0], [0, 1]])
+  a = _unit([[1, 1], [0, 1]])
+  n = _unit([[-1, 0], [1, 1]])
+  d = lambda x, y: np.linalg.norm(x - y, axis=-1)
+  t = d(v, a) ** 2 + np.maximum(0, 0.99 - d(v, n)) ** 2
+  avs = {j: {'visual': v, 'audio': a, 'audio_negative': n} for j in ('res3', 'res4')}
+  weights = losses.avs_junction_weights(('res3', 'res4'), jnp.array([1.0, 0.0]), ('res3',))
+  total, m = losses.avs_total(
+    avs, margin=0.99, pair_mask=None, duplicate_distance=0.0, junction_weights=weights
+  )
+  np.testing.assert_allclose(m['avs_loss_res3'], (t[0] + t[1]) / 4, rtol=1e-5)
+  np.testing.assert_allclose(m['avs_loss_res4'], t[1] / 4, rtol=1e-5)
+  np.testing.assert_allclose(total, (t[0] + 2 * t[1]) / 4, rtol=1e-5)
+  assert t[0] > 0.01  # the gate really removed something
+  # Without weights (the first recipe) every junction counts every step.
+  ungated, _ = losses.avs_total(avs, margin=0.99, pair_mask=None, duplicate_distance=0.0)
+  np.testing.assert_allclose(ungated, (t[0] + t[1]) / 2, rtol=1e-5)
+
+
+# -- AVS pair masks: the authors' filter_duplicates (issue 12, item 4) ------------------------
+
+
+def test_filter_duplicates_keeps_pairs_that_vary_and_differ():
+  """Variance > 0.01 for both log-mels and cosine similarity < 0.99999, else the pair goes.
+
+  Pairs (2 x 2 log-mels, flattened): 0 kept; 1 positive constant (variance 0); 2 negative
+  of variance 0.0064 (entries +-0.08); 3 negative = 2 x positive (cosine 1); 4 negative
+  nearly parallel (cosine 0.99999967 > 0.99999); 5 cosine 0.9999 kept.
+  """
+  base = np.array([1.0, -1.0, 2.0, 0.5])
+  positive = np.stack([base, np.full(4, 3.0), base, base, base, base])
+  negative = np.stack(
+    [
+      np.array([0.0, 1.0, -1.0, 2.0]),
+      base,
+      np.array([0.08, -0.08, 0.08, -0.08]),
+      2.0 * base,
+      base + np.array([0.0, 0.0, 0.0, 0.002]),
+      base + np.array([0.0, 0.0, 0.0, 0.04]),
+    ]
+  )
+  cos = lambda x, y: x @ y / np.linalg.norm(x) / np.linalg.norm(y)
+  assert 0.99999 < cos(base, negative[4]) < 1.0 and cos(base, negative[5]) < 0.99999
+  assert np.var(negative[2]) == pytest.approx(0.0064)
+  mask = losses.filter_duplicates(
+    jnp.asarray(positive.reshape(6, 2, 2, 1)), jnp.asarray(negative.reshape(6, 2, 2, 1))
+  )
+  np.testing.assert_array_equal(mask, [1, 0, 0, 0, 0, 1])
+  assert mask.dtype == jnp.float32
+  # Dropping a pair removes both its positive and its negative term from the AVS loss.
+  v = _unit(np.eye(6)[:, :3] + 0.1)
+  e = _unit(np.ones((6, 3)))
+  loss = losses.avs_contrastive(v, e, -e, margin=0.99, pair_mask=mask)
+  d = lambda x, y: np.linalg.norm(x - y, axis=-1)
+  terms = d(v, e) ** 2 + np.maximum(0, 0.99 - d(v, -e)) ** 2
+  np.testing.assert_allclose(loss, (terms[0] + terms[5]) / 2 / 2, rtol=1e-5)

@@ -64,6 +64,9 @@ def train_step(
   (loss, (batch_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  trainable = task.trainable(state.params)
+  if trainable is not None:  # frozen leaves stay bit-identical (no `x + 0.0` sign flips)
+    params = jax.tree.map(lambda new, old, t: new if t else old, params, state.params, trainable)
   grad_norm = optax.tree.norm(grads)
   metrics = dict(
     metrics,
@@ -97,7 +100,8 @@ class Trainer:
       total_steps=self.total_steps,
       peak=optim.peak_learning_rate(config.optim, batch_size),
     )
-    self.tx = _freeze_untrainable(optim.make_optimizer(config.optim, self.schedule), ex.task)
+    tx = ex.task.optimizer(self.schedule) or optim.make_optimizer(config.optim, self.schedule)
+    self.tx = _freeze_untrainable(tx, ex.task)
     self.init_rng, self.train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
 
     def init(rng):

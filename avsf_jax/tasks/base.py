@@ -14,7 +14,7 @@ in `train.py`, `evaluate`, `export`):
             outputs): turns predictions over a finite split into the task's metrics.
 
 Optional hooks have defaults here: `trainable(params)` (a mask; a linear probe freezes the
-backbone), `statistics_model(model)` (the model precise BN runs, or None for no precise BN),
+backbone), `optimizer(schedule)` (per-group learning rates), `statistics_model(model)` (the model precise BN runs, or None for no precise BN),
 and `export_function(model)` (what an export serialises). A new task subclasses `Task`,
 registers itself in `tasks.TASKS`, and is picked with `--config.task=NAME`; the loop never
 changes. See docs/architecture.md for a walk-through.
@@ -94,9 +94,17 @@ class Task(abc.ABC):
     """(scalar loss, (new batch_stats, metrics)); pure, jittable, differentiated in params."""
 
   def trainable(self, params: Any) -> Any:
-    """A pytree of bools like `params` saying which leaves the optimizer updates, or None
-    (the default) when every parameter trains. Called with `params=None` to ask which."""
+    """A pytree of Python bools like `params` saying which leaves train, or None (the
+    default) when every parameter trains. Frozen leaves are carried over bit-for-bit (the
+    loop selects the old leaf; it never adds a zero update). Called with `params=None` to
+    ask whether anything is frozen."""
     del params
+    return None
+
+  def optimizer(self, schedule: Callable[[jax.Array], jax.Array]) -> Any:
+    """The task's own optax transformation (e.g. per-group learning rates), or None (the
+    default) for the papers' recipe from `config.optim` (`optim.make_optimizer`)."""
+    del schedule
     return None
 
   # -- evaluation ----------------------------------------------------------------------------

@@ -51,12 +51,17 @@ def input_config() -> ml_collections.ConfigDict:
       'test_crop_size': 256,
       'num_temporal_views': 10,
       'num_spatial_views': 3,
+      # Where temporal test view i of V starts in a video of delta spare frames:
+      # 'pyslowfast' (delta * i / V, PySlowFast's decoder) or 'spread' (delta * i / (V - 1)).
+      'view_starts': 'pyslowfast',
       'mean': (0.45, 0.45, 0.45),
       'std': (0.225, 0.225, 0.225),
       'batch_size': 1024,  # global, over all processes
       'eval_batch_size': 64,  # global, in videos
       'frame_short_side': 320,  # short side of the stored JPEG frames (picks the prepared copy)
-      'keep_no_audio': True,  # videos without audio: kept with has_audio=0 (False: skipped)
+      # Videos without an audio track: kept with has_audio=0 (True), or left out of the
+      # prepared copy (False: the authors' loader; the audio-visual paper configs).
+      'keep_no_audio': True,
       'target_fps': 30.0,  # a clip spans T * tau frames at this rate, whatever the video's fps
       'flip': True,
       'min_negative_shift': 0.5,  # seconds between a clip's audio and its hard negative
@@ -75,15 +80,17 @@ def optim_config() -> ml_collections.ConfigDict:
     {
       'num_epochs': 256.0,
       'warmup_epochs': 34.0,
-      'warmup_start_factor': 0.01,  # warm-up starts at this fraction of the peak LR
+      'warmup_start_factor': 0.1,  # warm-up starts at this fraction of the peak LR
       'base_lr': 1.6,  # for a global batch of `base_batch_size`; scaled linearly
       'base_batch_size': 1024,
-      'schedule': 'cosine',  # 'cosine' (half period to `end_factor`) or 'steps'
+      # 'cosine': PySlowFast's one half period over the whole run (warm-up ramps to its value);
+      # 'cosine_after_warmup': a cosine over the steps after warm-up; 'steps'.
+      'schedule': 'cosine',
       'end_factor': 0.0,
       'decay_epochs': (),  # 'steps': epochs at which the LR is multiplied by decay_factor
       'decay_factor': 0.1,
       'momentum': 0.9,
-      'nesterov': False,
+      'nesterov': True,  # PySlowFast's default
       'weight_decay': 1e-4,
       'decay_norm_and_bias': False,  # True: weight decay on BN scales/biases and biases too
       'clip_grad_norm': 0.0,  # 0: no clipping
@@ -101,10 +108,15 @@ def loss_config() -> ml_collections.ConfigDict:
       # then `avs_hard_fraction` of the negatives are hard (same video, shifted in time).
       'avs_easy_until': 0.5,
       'avs_hard_fraction': 0.25,
-      # A pair is masked out when its audio is near-silent (no audio track, or mean
-      # normalized log-mel below this) ...
+      # Which junctions' AVS losses count: 'drop_pathway' (the authors' code: junctions up to
+      # the earliest audio fusion always; later ones only when DropPathway dropped the audio
+      # laterals this step) or 'none' (every junction, every step).
+      'avs_gate': 'drop_pathway',
+      # Which pairs count: 'filter_duplicates' (the authors' rule: both log-mels vary and
+      # differ) or 'energy' (audible by mean log-mel, near-duplicate negatives' hinge dropped,
+      # with the two thresholds below).
+      'avs_pair_filter': 'filter_duplicates',
       'avs_silence_threshold': -2.0,
-      # ... and a negative when it lies this close to the positive audio embedding.
       'avs_duplicate_distance': 0.01,
     }
   )
@@ -120,6 +132,9 @@ def base_config() -> ml_collections.ConfigDict:
       # An export directory (avsf_jax.export or tools.convert_checkpoint) to fine-tune from:
       # every matching tensor is loaded, a classifier of another class count is re-initialised.
       'init_from': '',
+      # Set by configs that must start from another experiment's export (the 16x8 and NL
+      # chain): `validate` then requires `init_from`.
+      'init_from_variant': '',
       'model': presets.default_model_config(),
       'input': input_config(),
       'audio': audio_config(),
@@ -181,6 +196,11 @@ def validate(config: ml_collections.ConfigDict, *, devices: int | None = None) -
   """
   model, inp = config.model, config.input
   errors = []
+  if config.get('init_from_variant') and not config.get('init_from'):
+    errors.append(
+      f'this experiment starts from an export of {config.init_from_variant}: '
+      '--config.init_from=EXPORT_DIR is required'
+    )
   if model.get('head_pooling') == 'window':
     expected = (inp.crop_size // 32, inp.crop_size // 32)
     if tuple(model.head_window) != expected:

@@ -29,4 +29,14 @@ def get_config(arg=None):
   config.input.num_temporal_views = 10
   config.input.num_spatial_views = 3
   config.input.test_crop_size = 256
+  config.input.view_starts = 'pyslowfast'
+  config.model.head_pooling = 'window'
+  config.model.head_window = (7, 7)
+  config.input.keep_no_audio = 'audio' not in config.model.pathways
+  # The SlowFast paper's chain: 16x8 models start from their 8x8 counterparts and NL models
+  # from their non-NL ones, each for half the epochs (--config.init_from=EXPORT of the parent).
+  parents = {'slowfast_16x8': 'slowfast_8x8', 'slowfast_16x8_nl': 'slowfast_16x8'}
+  if variant in parents:
+    config.init_from_variant = f'configs/kinetics_r101.py:{parents[variant]}'
+    config.optim.num_epochs = 196.0 / 2
   return config

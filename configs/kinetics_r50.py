@@ -42,8 +42,17 @@ def get_config(arg=None):
   config.optim.num_epochs = 256.0 if config.input.num_frames <= 4 else 196.0
   config.input.jitter_scales = (256, 320)
   config.input.crop_size = 224
-  # Test: 10 temporal x 3 spatial views of 256 pixels, softmax averaged.
+  # Test: 10 temporal x 3 spatial views of 256 pixels starting at delta * i / 10, the fully
+  # convolutional head (7x7 average pool at stride 1, softmax per position, mean), softmax
+  # averaged over views.
   config.input.num_temporal_views = 10
   config.input.num_spatial_views = 3
   config.input.test_crop_size = 256
+  config.input.view_starts = 'pyslowfast'
+  if set(config.model.pathways) & {'slow', 'fast'}:
+    config.model.head_pooling = 'window'
+    config.model.head_window = (7, 7)
+  # Audio-visual models train on videos with an audio track only (the authors' loader):
+  # prepare with `tools/prepare_dataset --skip_no_audio`.
+  config.input.keep_no_audio = 'audio' not in config.model.pathways
   return config

@@ -21,10 +21,15 @@ CLIPS = {
   '8x8': {'num_frames': 8, 'tau': 8, 'alpha': 4, 'fusion_kernel': 7},
   '16x8': {'num_frames': 16, 'tau': 8, 'alpha': 4, 'fusion_kernel': 7},
 }
+# Every R101 model of PySlowFast and PyTorchVideo (and the SlowFast paper) uses a Fast->Slow
+# kernel of 5, whatever the clip; 7 is for 8x8 R50 only.
+R101_FUSION_KERNEL = 5
 # PySlowFast's non-local placements in the Slow res4 stage (NONLOCAL.LOCATION) and the
-# max-pool of their keys/values; (2, 2, 2) reproduces SlowFast 16x8 R101+NL's 234 GFLOPs.
+# max-pool of their keys/values (NONLOCAL.POOL: 1x2x2) with its `dot_product` affinity. The
+# paper's 234 GFLOPs for 16x8 R101+NL corresponds to a 2x2x2 pool (233.96; ours 242.0 with
+# 1x2x2, see docs/models.md).
 NONLOCAL_BLOCKS = {50: (1, 3, 5), 101: (6, 13, 20)}
-NONLOCAL_POOL = (2, 2, 2)
+NONLOCAL_POOL = (1, 2, 2)
 
 # Overrides shared by the visual baselines: SlowFast as in its paper, laterals after pool1,
 # res2, res3, res4, and nothing audio-visual.
@@ -46,6 +51,7 @@ _PTV_AVSLOWFAST = {
   'audio_fusion_inner_ratio': 0.25,
   'avs_junctions': (),
   'head_pooling': 'window',
+  'head_position_average': 'logits',
   'temporal_kernel_blocks': 'all',
 }
 # Paper 000's R101 figure (129 GFLOPs for 8x8) needs temporal kernels in every res4 block;
@@ -112,18 +118,21 @@ def default_model_config() -> ml_collections.ConfigDict:
       'audio_fusion_inner_ratio': 0.25,
       'audio_pool5_concat': True,
       'drop_pathway_rate': 0.8,
-      'drop_pathway_mode': 'global',
+      'drop_pathway_mode': 'per_group',  # one draw per BN group of clips (the authors' code)
       'drop_pathway_scope': 'laterals',
       'avs_junctions': ('res3', 'res4', 'pool5'),
       'avs_dim': 64,
+      'avs_inputs': 'fusion',  # the authors' AVS inputs (fusion convs, loss-only pool5 fusion)
       'nonlocal_blocks': (),
       'nonlocal_pool': (1, 2, 2),
+      'nonlocal_instantiation': 'dot_product',
       'bn_group_size': 8,
       'bn_momentum': 0.9,
       'bn_epsilon': 1e-5,
       'dropout_rate': 0.5,
       'head_pooling': 'global',
       'head_window': (7, 7),
+      'head_position_average': 'softmax',  # window head: softmax per position, then the mean
       'conv_lowering': 'auto',
       'dtype': 'float32',
     }
@@ -143,7 +152,7 @@ def model_config(preset: str, depth: int = 50) -> ml_collections.ConfigDict:
   config = default_model_config()
   config.depth = depth
   config.alpha = CLIPS[clip]['alpha']
-  config.fusion_kernel = CLIPS[clip]['fusion_kernel']
+  config.fusion_kernel = R101_FUSION_KERNEL if depth == 101 else CLIPS[clip]['fusion_kernel']
   for key, value in overrides.items():
     if key == 'temporal_kernel_blocks' and value == 'all':
       value = resnet.STAGE_DEPTHS[depth]

@@ -57,6 +57,28 @@ def audible(audio: jax.Array, has_audio: jax.Array, threshold: float) -> jax.Arr
   return has_audio.astype(jnp.float32) * (energy > threshold).astype(jnp.float32)
 
 
+def avs_pair_mask(batch, negative, negative_ok, loss_config) -> jax.Array:
+  """(N,) 1 where an AVS pair (positive and negative) counts, by `loss.avs_pair_filter`:
+
+  'filter_duplicates' (the authors' rule, the papers' default): both input log-mels vary
+  (variance > 0.01) and differ (cosine < 0.99999), and both clips have an audio track;
+  'energy' (this project's earlier rule): both clips audible (mean normalized log-mel above
+  `avs_silence_threshold`), and a negative whose embedding lies within
+  `avs_duplicate_distance` of the positive's loses its hinge term (in `losses.avs_total`).
+  """
+  has_both = batch['has_audio'].astype(jnp.float32) * negative_ok.astype(jnp.float32)
+  if loss_config.avs_pair_filter == 'filter_duplicates':
+    return losses.filter_duplicates(batch['audio'], negative) * has_both
+  if loss_config.avs_pair_filter == 'energy':
+    threshold = loss_config.avs_silence_threshold
+    return audible(batch['audio'], batch['has_audio'], threshold) * audible(
+      negative, negative_ok, threshold
+    )
+  raise ValueError(
+    f'loss.avs_pair_filter={loss_config.avs_pair_filter!r}; one of filter_duplicates, energy'
+  )
+
+
 def uses_avs(model) -> bool:
   return 'audio' in model.pathways and len(model.pathways) > 1 and bool(model.avs_junctions)
 
@@ -119,10 +141,7 @@ class Classification(base.Task):
       use_hard_prob = jnp.where(step >= hard_from, loss_config.avs_hard_fraction, 0.0)
       negative, negative_ok = select_negatives(batch, use_hard_prob, negative_rng, group=group)
       inputs['audio_negative'] = negative
-      threshold = loss_config.avs_silence_threshold
-      pair_mask = audible(batch['audio'], batch['has_audio'], threshold) * audible(
-        negative, negative_ok, threshold
-      )
+      pair_mask = avs_pair_mask(batch, negative, negative_ok, loss_config)
     (logits, aux), updates = model.apply(
       {'params': params, 'batch_stats': batch_stats},
       inputs,
@@ -137,11 +156,22 @@ class Classification(base.Task):
       label_smoothing=loss_config.label_smoothing,
     )
     if avs:
+      weights = None
+      if loss_config.avs_gate == 'drop_pathway':
+        weights = losses.avs_junction_weights(
+          aux['avs'], aux['drop_pathway_keep'], model.audio_fusion_junctions
+        )
+      elif loss_config.avs_gate != 'none':
+        raise ValueError(f'loss.avs_gate={loss_config.avs_gate!r}; one of drop_pathway, none')
+      duplicate_distance = (
+        loss_config.avs_duplicate_distance if loss_config.avs_pair_filter == 'energy' else 0.0
+      )
       avs_loss, avs_metrics = losses.avs_total(
         aux['avs'],
         margin=loss_config.avs_margin,
         pair_mask=pair_mask,
-        duplicate_distance=loss_config.avs_duplicate_distance,
+        duplicate_distance=duplicate_distance,
+        junction_weights=weights,
       )
       metrics.update(avs_metrics, avs_loss=avs_loss, avs_pairs=jnp.mean(pair_mask))
       loss = loss + loss_config.avs_weight * avs_loss

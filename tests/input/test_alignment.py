@@ -44,16 +44,16 @@ def test_click_is_heard_within_one_frame_of_the_flash(flash_dataset):
     {
       'dataset': 'kinetics400',
       'data_dir': flash_dataset,
-      'pathways': ('fast', 'audio'),
       'num_frames': 16,
       'tau': 1,
-      'alpha': 1,
       'target_fps': 25.0,
       'crop_size': 48,
       'jitter_scales': (48, 48),
       'batch_size': 8,
     }
   )
+  config.model.alpha = 1  # the clip geometry's alpha lives in the model section
+  config.model.pathways = ('fast', 'audio')
   config.audio.num_frames = 39
   iterator = pipeline.make_train_iterator(config, seed=0)
   checked = 0

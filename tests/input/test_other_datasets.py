@@ -17,7 +17,6 @@ def _config(dataset, data_dir):
       'data_dir': data_dir,
       'num_frames': 2,
       'tau': 4,
-      'alpha': 2,
       'crop_size': 32,
       'jitter_scales': (36, 40),
       'test_short_side': 32,
@@ -26,6 +25,7 @@ def _config(dataset, data_dir):
       'eval_batch_size': 2,
     }
   )
+  config.model.alpha = 2  # the clip geometry's alpha lives in the model section
   config.audio.num_frames = 8
   return config
 

@@ -15,7 +15,6 @@ def _config(data_dir, **input_overrides):
       'data_dir': data_dir,
       'num_frames': 2,
       'tau': 4,
-      'alpha': 2,
       'crop_size': 32,
       'jitter_scales': (36, 44),
       'test_short_side': 40,
@@ -27,6 +26,7 @@ def _config(data_dir, **input_overrides):
       **input_overrides,
     }
   )
+  config.model.alpha = 2  # the clip geometry's alpha lives in the model section
   config.audio.num_frames = 16
   return config
 
@@ -134,8 +134,10 @@ def test_eval_sees_every_example_once_with_padding(kinetics_prepared, multi_view
   assert sorted(seen) == [0, 1, 2]
 
 
-def test_centre_view_is_the_middle_of_the_multi_view_grid(kinetics_prepared):
-  config = _config(kinetics_prepared[0], num_temporal_views=3)
+def test_centre_view_is_the_middle_of_the_multi_view_grid_with_spread_starts(kinetics_prepared):
+  # 'spread' starts (delta * i / (V - 1)) put the middle of 3 views at the centre clip; the
+  # default 'pyslowfast' starts (delta * i / V) do not (tests/input/test_ops.py).
+  config = _config(kinetics_prepared[0], num_temporal_views=3, view_starts='spread')
   multi = next(pipeline.make_eval_iterator(config))
   centre = next(pipeline.make_eval_iterator(config, multi_view=False))
   np.testing.assert_allclose(

@@ -203,5 +203,23 @@ class Classification(base.Task):
     )
 
   def statistics_model(self, model):
-    # Precise BN with DropPathway off: evaluation keeps audio (see docs/models.md).
+    # Precise BN runs with DropPathway off by default, as evaluation keeps audio; the
+    # authors' code recomputes the statistics in train mode, DropPathway active
+    # (`evals.precise_bn_drop_pathway`; docs/models.md, reference recipe item 9).
+    if self.config.evals.get('precise_bn_drop_pathway', False):
+      return _KeepDropPathway(model.clone(bn_momentum=0.0))
     return model.clone(bn_momentum=0.0, drop_pathway_rate=0.0)
+
+
+class _KeepDropPathway:
+  """A model whose train-mode `apply` draws DropPathway for precise BN: keyed by the batch's
+  first input value, so each batch draws anew and a rerun draws the same."""
+
+  def __init__(self, model):
+    self.model = model
+
+  def apply(self, variables, inputs, *, train, rngs, mutable):
+    first = next(iter(inputs.values())).ravel()[0].astype(jnp.float32)
+    key = jax.random.fold_in(jax.random.PRNGKey(1), jax.lax.bitcast_convert_type(first, jnp.int32))
+    rngs = {**rngs, 'drop_pathway': key}
+    return self.model.apply(variables, inputs, train=train, rngs=rngs, mutable=mutable)

@@ -39,11 +39,20 @@ def _progress(total_videos: int, batch: int):
   return wrap if jax.process_index() == 0 else None
 
 
-def evaluate_workdir(config, workdir: str, *, multi_view: bool, step: int | None = None):
+def evaluate_workdir(
+  config,
+  workdir: str,
+  *,
+  multi_view: bool,
+  step: int | None = None,
+  recompute_precise_bn: bool = False,
+):
   """(results, per-video scores, class names) of a checkpoint in `workdir` (the newest valid
   one by default), with the precise-BN statistics saved with it."""
   experiment = experiment_lib.Experiment(config)
-  variables, step = experiment.restore(workdir, step=step)
+  variables, step = experiment.restore(
+    workdir, step=step, recompute_precise_bn=recompute_precise_bn
+  )
   results, per_video = experiment.evaluate(
     variables,
     multi_view=multi_view,
@@ -127,7 +136,11 @@ def main(argv):
   try:
     if FLAGS.workdir:
       results, per_video, names = evaluate_workdir(
-        FLAGS.config, FLAGS.workdir, multi_view=multi_view, step=FLAGS.step
+        FLAGS.config,
+        FLAGS.workdir,
+        multi_view=multi_view,
+        step=FLAGS.step,
+        recompute_precise_bn=FLAGS.recompute_precise_bn,
       )
       results['evaluated'] = {'workdir': str(storage.path(FLAGS.workdir))}
     else:
@@ -153,6 +166,12 @@ def define_flags() -> None:
   flags.DEFINE_integer('step', None, 'With --workdir: this checkpoint (default: the newest valid).')
   flags.DEFINE_string('output', None, 'Results JSON file to write.')
   flags.DEFINE_bool('single_view', False, 'Score only the centre view of each video.')
+  flags.DEFINE_bool(
+    'recompute_precise_bn',
+    False,
+    'With --workdir: recompute the BN statistics from the training split (evals.*) instead of '
+    'using those saved with the checkpoint.',
+  )
   flags.mark_flags_as_required(['config', 'output'])
 
 

@@ -75,11 +75,14 @@ class Experiment:
     """Fresh variables, created already sharded."""
     return self._init(rng)
 
-  def restore(self, workdir: str, *, step: int | None = None) -> tuple[dict[str, Any], int]:
+  def restore(
+    self, workdir: str, *, step: int | None = None, recompute_precise_bn: bool = False
+  ) -> tuple[dict[str, Any], int]:
     """(evaluation variables, step) of checkpoint `step` in `workdir` (default: the newest
     one that restores). Batch statistics are the precise-BN ones saved with the final
     checkpoint; a checkpoint without them (older runs, intermediate steps) gets them
-    recomputed from the training split when `evals.precise_bn_batches` asks for it."""
+    recomputed from the training split when `evals.precise_bn_batches` asks for it (or
+    always, with `recompute_precise_bn`)."""
     checkpointer = checkpointing.Checkpointer(workdir)
     try:
 
@@ -97,7 +100,7 @@ class Experiment:
         variables, has_stats = restore_fn(step)
     finally:
       checkpointer.close()
-    if not has_stats and self.config.evals.precise_bn_batches:
+    if recompute_precise_bn or (not has_stats and self.config.evals.precise_bn_batches):
       logging.info('Checkpoint %d has no saved precise-BN statistics: recomputing them.', step)
       variables = self.with_precise_bn(variables)
     return variables, step

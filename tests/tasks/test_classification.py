@@ -35,7 +35,7 @@ def tiny_task():
   info = fake.dataset_info(config)
   task = tasks.create(config, info)
   model = task.build_model()
-  variables = task.init_variables(model, jax.random.key(0))
+  variables = jax.jit(task.init_variables, static_argnums=0)(model, jax.random.key(0))
   batch = {k: jnp.asarray(v) for k, v in next(fake.make_train_iterator(config, seed=0)).items()}
   return config, task, model, variables, batch
 

@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Eight fake CPU devices so that sharded code paths run on any machine.
-TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8 TF_CPP_MIN_LOG_LEVEL=2 JAX_PLATFORMS=cpu
+# Eight fake CPU devices so that sharded code paths run on any machine, and most XLA
+# optimizations off (tests are dominated by compiles of small programs; tests that read
+# optimized HLO turn them back on in their own subprocess).
+TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8 TF_CPP_MIN_LOG_LEVEL=2 JAX_PLATFORMS=cpu \
+  JAX_DISABLE_MOST_OPTIMIZATIONS=1
 PYTEST_ARGS ?= -n 2 --dist loadfile --durations=15
 
 DEMO_DIR := demo_run

@@ -2,14 +2,16 @@
 
 import os
 
-import jax
-import pytest
-
-from tests import helpers
-
-# Tests run on 8 fake CPU devices (set by `make test`; set here too for direct pytest runs).
+# Set before JAX is imported, as `make test` sets them: 8 fake CPU devices, and most XLA
+# optimizations off (compiles of small programs dominate the suite).
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from tests import helpers  # noqa: E402
 
 
 @pytest.fixture

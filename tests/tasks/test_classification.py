@@ -64,3 +64,35 @@ def test_experiment_builds_the_task_named_by_the_config():
   config.task = 'nope'
   with pytest.raises(ValueError, match="config.task='nope'"):
     tasks.create(config, ex.info)
+
+
+def test_precise_bn_with_drop_pathway_is_an_option():
+  """Precise BN runs with DropPathway off by default; with `evals.precise_bn_drop_pathway`
+  the statistics pass keeps the model's DropPathway rate and draws it from a key that
+  depends on the batch (the authors' train-mode recomputation)."""
+  config = helpers.tiny_config()
+  task = tasks.create(config, fake.dataset_info(config))
+  model = task.build_model()
+  assert model.drop_pathway_rate > 0
+  off = task.statistics_model(model)
+  assert off.drop_pathway_rate == 0.0 and off.bn_momentum == 0.0
+
+  class Recorder:
+    drop_pathway_rate = model.drop_pathway_rate
+
+    def clone(self, **kwargs):
+      assert kwargs == {'bn_momentum': 0.0}  # the rate is kept
+      return self
+
+    def apply(self, variables, inputs, *, train, rngs, mutable):
+      self.key = rngs['drop_pathway']
+      return None, {}
+
+  config.evals.precise_bn_drop_pathway = True
+  recorder = Recorder()
+  on = task.statistics_model(recorder)
+  keys = []
+  for value in (1.0, 2.0, 1.0):
+    on.apply({}, {'slow': jnp.full((2, 3), value)}, train=True, rngs={}, mutable=['batch_stats'])
+    keys.append(jax.random.key_data(recorder.key))
+  assert not np.array_equal(keys[0], keys[1]) and np.array_equal(keys[0], keys[2])

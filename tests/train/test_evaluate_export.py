@@ -12,6 +12,7 @@ import pytest
 
 from avsf_jax import evaluate, export, train
 from avsf_jax.input import fake as fake_data
+from tests import helpers
 from tests.helpers import REPO as ROOT
 from tests.helpers import TINY_CONFIG, subprocess_env
 
@@ -19,12 +20,7 @@ from tests.helpers import TINY_CONFIG, subprocess_env
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
   """A tiny AVSlowFast trained for 6 steps on fake data; (config, workdir, final results)."""
-  sys.path.insert(0, str(TINY_CONFIG.parent))
-  try:
-    import tiny_config  # noqa: PLC0415
-  finally:
-    sys.path.pop(0)
-  config = tiny_config.get_config()
+  config = helpers.tiny_config()
   workdir = tmp_path_factory.mktemp('trained')
   results = train.train_and_evaluate(config, str(workdir))
   return config, workdir, results
@@ -38,6 +34,25 @@ def test_evaluate_reproduces_the_final_evaluation_of_training(trained):
   assert results['num_examples'] == config.fake_data.num_eval_examples
   np.testing.assert_array_equal(np.sort(per_video['video_index']), np.arange(12))
   assert list(names) == [f'class_{i}' for i in range(4)]
+
+
+def test_export_and_evaluation_read_no_training_data(trained, tmp_path, monkeypatch):
+  """The final checkpoint carries its precise-BN statistics: exporting it and evaluating the
+  export reproduce the final numbers without reading a single training example."""
+  config, workdir, final = trained
+
+  def no_training_data(*args, **kwargs):
+    raise AssertionError('the training split was read')
+
+  monkeypatch.setattr(fake_data, 'make_train_iterator', no_training_data)
+  out = tmp_path / 'export'
+  export.export_workdir(config, str(workdir), str(out))
+  results, _, _ = evaluate.evaluate_export(config, str(out), multi_view=True)
+  assert results['top1'] == final['top1'] and results['per_class_top1'] == pytest.approx(
+    final['per_class_top1'], nan_ok=True
+  )
+  workdir_results, _, _ = evaluate.evaluate_workdir(config, str(workdir), multi_view=True)
+  assert workdir_results['top1'] == final['top1']
 
 
 def test_export_predicts_like_the_checkpoint_and_evaluates_identically(trained, tmp_path):

@@ -231,3 +231,41 @@ def test_pretraining_export_initialises_a_classifier_and_a_probe(tmp_path):
   merged, report = weights.merge(fresh_probe, fresh)
   assert report.loaded == len(jax.tree.leaves(fresh))
   assert _bytes(merged['params']['backbone']) == _bytes(fresh['params'])
+
+
+def test_config_variants_follow_the_recipes():
+  """Spec 2 (pretraining) and spec 3 (probe, fine-tuning) in `configs/self_supervised.py`."""
+  config = helpers.load_config('configs/self_supervised.py:pretrain_avs_rot')
+  assert (config.task, config.pretraining.rotation, config.input.batch_size) == (
+    'pretraining',
+    True,
+    1024,
+  )
+  epochs = config.optim.num_epochs
+  # 120k iterations at batch 1024; warm-up 10k; x0.1 at 80k, 100k, 110k; LR 1.6 from 0.001.
+  steps_per_epoch = 240_436 / 1024
+  assert epochs * steps_per_epoch == pytest.approx(120_000)
+  assert config.optim.warmup_epochs * steps_per_epoch == pytest.approx(10_000)
+  assert [e * steps_per_epoch for e in config.optim.decay_epochs] == pytest.approx(
+    [80_000, 100_000, 110_000]
+  )
+  assert config.optim.base_lr * config.optim.warmup_start_factor == pytest.approx(0.001)
+  assert (config.model.drop_pathway_rate, config.model.bn_group_size) == (0.8, 8)
+  assert helpers.load_config('configs/self_supervised.py:pretrain_rot').model.pathways == (
+    'slow',
+    'fast',
+  )
+  assert not helpers.load_config('configs/self_supervised.py:pretrain_avs').pretraining.rotation
+  probe_config = helpers.load_config('configs/self_supervised.py:probe_hmdb51:3')
+  assert (probe_config.task, probe_config.model.num_classes) == ('linear_probe', 51)
+  assert probe_config.input.dataset == 'hmdb51/split3_ss320'
+  assert (probe_config.optim.base_lr, probe_config.input.batch_size) == (0.01, 64)
+  assert probe_config.optim.num_epochs * 3_570 / 64 == pytest.approx(320_000)
+  assert probe_config.optim.weight_decay == 0.0
+  fine = helpers.load_config('configs/self_supervised.py:finetune_ucf101')
+  assert (fine.task, fine.optim.base_lr, fine.input.batch_size) == ('classification', 0.005, 16)
+  assert fine.optim.num_epochs * 9_537 / 16 == pytest.approx(80_000)
+  with pytest.raises(ValueError, match='splits are 1, 2, 3'):
+    helpers.load_config('configs/self_supervised.py:probe_ucf101:4')
+  with pytest.raises(ValueError, match='unknown variant'):
+    helpers.load_config('configs/self_supervised.py:pretrain')

@@ -85,6 +85,7 @@ def pretrain(variant: str, output: str) -> dict:
   variables = jax.device_get(state.variables())
   ex = trainer.experiment
   results, _ = ex.evaluate(variables, multi_view=False)
+  print(f'{variant} held-out pretext metrics: {results}', flush=True)
   out = {'config': config, 'variables': variables, 'initial': initial, 'pretext': results}
   if variant == 'demo_avs_rot':
     path = os.path.join(output, 'avs_rot_export')
@@ -110,7 +111,15 @@ class FeatureProbe:
       backbone=_backbone(config), num_classes=len(sync.CLASS_NAMES), mode='linear'
     )
     self.model = model
-    self.features = linear_probe.feature_function(model)
+    jitted = linear_probe.feature_function(model)
+    pathways = model.backbone.pathways
+
+    def features(variables, batch):
+      # Only the model inputs, so that training copies and test views share one compilation.
+      return jitted(variables, {p: batch[p] for p in pathways})
+
+    self.features = features
+    self.chunk = config.input.eval_batch_size
 
   def variables(self, backbone_variables: dict) -> dict:
     """Probe variables around a backbone's (the FC, unused for features, is zero)."""
@@ -142,7 +151,12 @@ class FeatureProbe:
       keep = batch['_mask'] > 0
       b, v = batch['slow'].shape[:2]
       flat = {k: batch[k].reshape((b * v,) + batch[k].shape[2:]) for k in ('slow', 'fast', 'audio')}
-      feats = np.asarray(self.features(variables, flat))
+      feats = np.concatenate(
+        [
+          np.asarray(self.features(variables, {k: x[i : i + self.chunk] for k, x in flat.items()}))
+          for i in range(0, b * v, self.chunk)
+        ]
+      )
       logits.append(classifier.logits(feats).reshape(b, v, -1)[keep])
       labels.append(batch['label'][keep])
     return _scores(np.concatenate(logits), np.concatenate(labels))
@@ -280,6 +294,7 @@ def run(output: str) -> dict:
     rows[name] = probes[audio].run(trained[variant][key])
     rows[name]['model'] = 'AVSlowFast' if audio else 'SlowFast'
     rows[name]['protocol'] = f'linear probe, features mode ({NUM_COPIES} copies)'
+    print(f'probe {name}: {rows[name]}', flush=True)
     timings[f'probe {name}'] = time.time() - t
   t = time.time()
   rows['supervised (fine-tune all from ROT + AVS)'] = {

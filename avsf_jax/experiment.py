@@ -29,6 +29,10 @@ def data_source(config: ml_collections.ConfigDict):
     from avsf_jax.input import fake  # noqa: PLC0415
 
     return fake
+  if config.input.dataset == 'synthetic_av_sync_np':
+    from avsf_jax.input import sync_arrays  # noqa: PLC0415
+
+    return sync_arrays
   from avsf_jax.input import pipeline  # noqa: PLC0415 (imports TensorFlow)
 
   return pipeline

@@ -36,14 +36,41 @@ class InitReport:
     return '\n'.join(lines)
 
 
+WRAPPER = 'backbone'
+
+
+def _source_path(path: str, flat_pre: dict) -> str:
+  """The export's path for `path`: the same one, else the same under or without a 'backbone'
+  wrapper (a self-supervised `PretextModel` export into a classifier, a classifier or
+  pretext export into a `ProbeModel`). Paths are '<collection>/<module path>'."""
+  if path in flat_pre:
+    return path
+  collection, _, rest = path.partition('/')
+  wrapped = f'{collection}/{WRAPPER}/{rest}'
+  if wrapped in flat_pre:
+    return wrapped
+  if rest.startswith(f'{WRAPPER}/'):
+    unwrapped = f'{collection}/{rest[len(WRAPPER) + 1 :]}'
+    if unwrapped in flat_pre:
+      return unwrapped
+  return path
+
+
 def merge(fresh: Any, pretrained: Any) -> tuple[dict, InitReport]:
-  """`fresh` variables with every same-path, same-shape tensor taken from `pretrained`."""
+  """`fresh` variables with every same-path, same-shape tensor taken from `pretrained`.
+
+  A path missing from `pretrained` is also looked up under and without a 'backbone' wrapper,
+  so that the backbone of a self-supervised export initialises a classifier or a probe.
+  """
   report = InitReport()
   flat_fresh = flax.traverse_util.flatten_dict(dict(fresh), sep='/')
   flat_pre = flax.traverse_util.flatten_dict(dict(pretrained), sep='/')
   out = {}
+  used = set()
   for path, value in flat_fresh.items():
-    source = flat_pre.get(path)
+    source_path = _source_path(path, flat_pre)
+    used.add(source_path)
+    source = flat_pre.get(source_path)
     if source is None:
       report.not_in_export.append(path)
       out[path] = value
@@ -53,7 +80,7 @@ def merge(fresh: Any, pretrained: Any) -> tuple[dict, InitReport]:
     else:
       out[path] = np.asarray(source, dtype=np.asarray(value).dtype)
       report.loaded += 1
-  report.unused_from_export = sorted(set(flat_pre) - set(flat_fresh))
+  report.unused_from_export = sorted(set(flat_pre) - used)
   return flax.traverse_util.unflatten_dict(out, sep='/'), report
 
 

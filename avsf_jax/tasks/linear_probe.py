@@ -22,8 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from avsf_jax import losses
+from avsf_jax import losses, models
+from avsf_jax.evaluation import views
 from avsf_jax.models import probe as probe_lib
+from avsf_jax.tasks import base, pretraining
 
 HEAD = 'probe_fc'
 
@@ -238,3 +240,111 @@ def fit_logistic_regression(
   return LogisticRegression(
     kernel=np.asarray(w['kernel']), bias=np.asarray(w['bias']), mean=mean, scale=scale
   )
+
+
+# -- the task on the shared loop ------------------------------------------------------------
+
+PROBE = {
+  'mode': 'linear',  # or 'fine_tune_all'
+  'features': probe_lib.FEATURE_ORDER,  # the pool5 features the new FC reads
+  'dropout_rate': 0.0,
+  'num_copies': 4,  # `features` mode: augmented copies per training clip
+}
+
+
+def probe_section(config) -> dict:
+  """`config.probe` over `PROBE`; unknown fields are an error naming them."""
+  section = dict(config.get('probe') or {})
+  unknown = sorted(set(section) - set(PROBE))
+  if unknown:
+    raise ValueError(f'config.probe has unknown fields {unknown}; known: {sorted(PROBE)}')
+  out = {**PROBE, **section}
+  if out['mode'] not in probe_lib.PROBE_MODES:
+    raise ValueError(f'config.probe.mode={out["mode"]!r}; one of {probe_lib.PROBE_MODES}')
+  return out
+
+
+def per_view_logits(model: probe_lib.ProbeModel) -> Callable:
+  """`(variables, batch) -> {'label': (b, V, K)}` of (b, V, ...) view batches."""
+
+  def predict(variables, batch):
+    pathways = model.backbone.pathways
+    b, views = batch[pathways[0]].shape[:2]
+    inputs = {p: batch[p].reshape((-1,) + batch[p].shape[2:]) for p in pathways}
+    logits, _ = model.apply(variables, inputs, train=False)
+    return {'label': logits.astype(jnp.float32).reshape(b, views, -1)}
+
+  return predict
+
+
+class LinearProbe(base.Task):
+  """A new FC on a (pretrained, `init_from`) backbone's pool5 features, trained with labels.
+
+  `probe.mode = 'linear'` (the default): the backbone and its BN statistics are frozen (the
+  loop carries frozen leaves over bit-for-bit and the loss returns the statistics unchanged; no
+  precise BN). `'fine_tune_all'` trains everything. Evaluation is the classification task's
+  multi-view top-1 (mean of softmaxes over views).
+  """
+
+  name = 'linear_probe'
+
+  def section(self) -> dict:
+    return probe_section(self.config)
+
+  def check_dataset(self) -> None:
+    if int(self.config.model.num_classes) != self.info.num_classes:
+      raise ValueError(
+        f'config.model.num_classes={self.config.model.num_classes} but dataset '
+        f'{self.config.input.dataset!r} has {self.info.num_classes} classes'
+      )
+
+  def build_model(self) -> probe_lib.ProbeModel:
+    section = self.section()
+    return probe_lib.ProbeModel(
+      backbone=models.build_model(self.config.model),
+      num_classes=int(self.config.model.num_classes),
+      mode=section['mode'],
+      features=tuple(section['features']),
+      dropout_rate=section['dropout_rate'],
+    )
+
+  def input_spec(self, *, train: bool) -> dict[str, jax.ShapeDtypeStruct]:
+    return pretraining.clip_input_spec(self.config, train=train)
+
+  def init_variables(self, model, rng):
+    params_rng, dropout_rng = jax.random.split(rng)
+    variables = model.init(
+      {'params': params_rng, 'dropout': dropout_rng}, self.example_inputs(train=True), train=False
+    )
+    return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+
+  def loss(self, model, params, batch_stats, batch, rng, step):
+    return probe_loss(model, params, batch_stats, batch, rng, step)
+
+  def trainable(self, params):
+    mode = self.section()['mode']
+    if mode == 'fine_tune_all':
+      return None
+    if params is None:
+      return True  # something is frozen
+    return trainable_mask(params, mode)
+
+  def predict(self, model, variables, batch):
+    return per_view_logits(model)(variables, batch)
+
+  def evaluate(self, predict_fn, variables, batches, *, progress=None):
+    return views.evaluate(
+      predict_fn,
+      variables,
+      batches,
+      num_classes=self.info.num_classes,
+      multi_label=False,
+      view_aggregation=self.config.evals.view_aggregation,
+      progress=progress,
+      return_scores=True,
+    )
+
+  def statistics_model(self, model):
+    if model.frozen():
+      return None  # the pretrained statistics are part of the frozen backbone
+    return model.clone(backbone=model.backbone.clone(bn_momentum=0.0, drop_pathway_rate=0.0))

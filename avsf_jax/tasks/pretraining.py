@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avsf_jax import losses
+from avsf_jax import losses, models, optim
 from avsf_jax.models import rotation_head
-from avsf_jax.tasks import classification
+from avsf_jax.tasks import base, classification
 
 PRETEXT_KEYS = (
   'slow',
@@ -225,3 +225,129 @@ def pretext_metrics(predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
     out['sync_hard_accuracy'] = sync_ranking_accuracy(p['d_positive'], p['d_hard'], p['hard_valid'])
     out['sync_easy_accuracy'] = sync_ranking_accuracy(p['d_positive'], p['d_easy'], p['easy_valid'])
   return out
+
+
+# -- the task on the shared loop ------------------------------------------------------------
+
+PRETRAINING = {
+  'rotation': True,  # the ROT head (False: AVS only)
+  'rotation_features': 'visual',  # 'visual' (Slow + Fast pool5) or 'all' (with Audio)
+  'rotation_weight': 1.0,
+  'avs_weight': 1.0,
+}
+
+
+def pretraining_section(config) -> dict:
+  """`config.pretraining` over `PRETRAINING`; unknown fields are an error naming them."""
+  section = dict(config.get('pretraining') or {})
+  unknown = sorted(set(section) - set(PRETRAINING))
+  if unknown:
+    raise ValueError(
+      f'config.pretraining has unknown fields {unknown}; known: {sorted(PRETRAINING)}'
+    )
+  return {**PRETRAINING, **section}
+
+
+def clip_input_spec(config, *, train: bool) -> dict[str, jax.ShapeDtypeStruct]:
+  """Per-example Slow / Fast / Audio shapes of `config` (as the classification task's)."""
+  t, alpha = config.input.num_frames, config.model.alpha
+  size = config.input.crop_size if train else config.input.test_crop_size
+  shapes = {
+    'slow': (t, size, size, 3),
+    'fast': (alpha * t, size, size, 3),
+    'audio': (config.audio.num_frames, config.audio.num_mel_bins, 1),
+  }
+  return {p: jax.ShapeDtypeStruct(shapes[p], jnp.float32) for p in config.model.pathways}
+
+
+def _gather(x) -> np.ndarray:
+  return np.asarray(jax.device_get(x))
+
+
+class Pretraining(base.Task):
+  """Self-supervised pretraining: ROT + AVS, AVS only (`pretraining.rotation = False`) or ROT
+  only (a backbone without audio, e.g. the SlowFast preset). Labels never reach the loss.
+
+  Evaluation reports the held-out pretext metrics (rotation accuracy; sync ranking against hard
+  and easy negatives at pool5) over a split of single-view pretext batches. An export holds
+  the whole `PretextModel` (backbone under 'backbone'); `init_from` reads its backbone into a
+  classifier (fine-tuning) or a `ProbeModel` (see `models.weights.merge`).
+  """
+
+  name = 'pretraining'
+
+  def section(self) -> dict:
+    return pretraining_section(self.config)
+
+  def build_model(self) -> rotation_head.PretextModel:
+    section = self.section()
+    return rotation_head.PretextModel(
+      backbone=models.build_model(self.config.model),
+      rotation=bool(section['rotation']),
+      rotation_features=section['rotation_features'],
+    )
+
+  def input_spec(self, *, train: bool) -> dict[str, jax.ShapeDtypeStruct]:
+    return clip_input_spec(self.config, train=train)
+
+  def init_variables(self, model, rng):
+    params_rng, dropout_rng = jax.random.split(rng)
+    variables = model.init(
+      {'params': params_rng, 'dropout': dropout_rng}, self.example_inputs(train=True), train=False
+    )
+    return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+
+  def settings(self) -> PretrainingSettings:
+    """The loss settings: `config.loss` (AVS margin, curriculum) and `config.pretraining`."""
+    config, section = self.config, self.section()
+    total = optim.total_steps(config.optim, self.info.num_train_examples, config.input.batch_size)
+    return PretrainingSettings(
+      rotation_weight=section['rotation_weight'],
+      avs_weight=section['avs_weight'],
+      avs_margin=config.loss.avs_margin,
+      avs_hard_fraction=config.loss.avs_hard_fraction,
+      avs_silence_threshold=config.loss.avs_silence_threshold,
+      avs_duplicate_distance=config.loss.avs_duplicate_distance,
+      hard_from_step=hard_from_step(total, config.loss.avs_easy_until),
+      negative_group=config.input.batch_size // jax.device_count(),
+    )
+
+  def loss(self, model, params, batch_stats, batch, rng, step):
+    if model.rotation and 'rotation' not in batch:
+      raise KeyError(
+        'pretraining: the ROT head needs the batch key "rotation"; turn the rotation op on '
+        '(config.sync_data.rotation = "one_per_clip") or set config.pretraining.rotation = False'
+      )
+    return pretraining_loss(model, params, batch_stats, batch, rng, step, settings=self.settings())
+
+  def predict(self, model, variables, batch):
+    return pretext_predictions(model, variables, batch)
+
+  def evaluate(self, predict_fn, variables, batches, *, progress=None):
+    collected: dict[str, list[np.ndarray]] = {}
+    for batch in progress(batches) if progress else batches:
+      for key, value in predict_fn(variables, batch).items():
+        collected.setdefault(key, []).append(_gather(value))
+    if not collected:
+      raise ValueError('pretraining: the eval split produced no batches')
+    arrays = {k: np.concatenate(v) for k, v in collected.items()}
+    results = pretext_metrics(arrays)
+    results['num_clips'] = int(np.sum(arrays['valid']))
+    return results, arrays
+
+  def statistics_model(self, model):
+    backbone = model.backbone.clone(bn_momentum=0.0, drop_pathway_rate=0.0)
+    return model.clone(backbone=backbone)
+
+  def export_function(self, model):
+    """`(variables, inputs) -> {'features': pool5 (N, D), ['rotation_logits': (N, 4)]}`."""
+
+    def apply(variables, inputs):
+      logits, aux = model.apply(variables, inputs, train=False)
+      pooled = aux['pooled']
+      out = {'features': jnp.concatenate([pooled[p] for p in sorted(pooled)], axis=-1)}
+      if logits is not None:
+        out['rotation_logits'] = logits
+      return out
+
+    return apply

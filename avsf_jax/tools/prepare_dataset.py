@@ -8,6 +8,8 @@ Decodes with PyAV in one worker process per core and stores JPEG frames at short
 `--short_side` (never upscaled) at the native frame rate, 16 kHz mono int16 audio and metadata.
 Files that do not become examples are listed, with the reason, in `skipped.jsonl` next to the
 prepared data. `synthetic_av` writes its mp4 files into `--manual_dir` first if it is empty.
+
+  python -m avsf_jax.tools.prepare_dataset --dataset=ucf101 --split=2 --manual_dir=UCF --data_dir=DIR
 """
 
 import collections
@@ -15,6 +17,23 @@ import json
 import os
 
 from absl import app, flags
+
+
+def get_builder(name: str, data_dir: str, *, split: int = 1, **kwargs):
+  """The builder of `name`: `builders.BUILDERS`, or the self-supervised ones (`ucf101` and
+  `hmdb51` for official split `split`, `synthetic_av_sync`)."""
+  from avsf_jax.input.prepare import builders, synthetic_sync_builder, ucf_hmdb
+
+  if name in ucf_hmdb.BUILDERS:
+    return ucf_hmdb.get_builder(name, data_dir, split=split, **kwargs)
+  if name == synthetic_sync_builder.SyntheticAvSync.name:
+    short_side = kwargs.pop('short_side')
+    config = builders.video_config(short_side, kwargs.pop('keep_no_audio'))
+    cls = synthetic_sync_builder.SyntheticAvSync
+    if any(c.name == config.name for c in cls.BUILDER_CONFIGS):
+      config = config.name
+    return cls(data_dir=data_dir, config=config, **kwargs)
+  return builders.get_builder(name, data_dir, **kwargs)
 
 
 def prepare(
@@ -25,6 +44,7 @@ def prepare(
   short_side: int = 320,
   skip_no_audio: bool = False,
   num_workers=None,
+  split: int = 1,
 ) -> dict:
   """Builds the dataset (unless already prepared); returns a summary dict: already_prepared,
   prepared, skipped, by_reason, skipped_file, data_dir."""
@@ -32,12 +52,13 @@ def prepare(
   from avsf_jax.input.prepare import builders
 
   pipeline.hide_accelerators_from_tf()
-  builder = builders.get_builder(
+  builder = get_builder(
     dataset,
     os.path.expanduser(data_dir),
     short_side=short_side,
     keep_no_audio=not skip_no_audio,
     num_workers=num_workers,
+    split=split,
   )
   already = builders.is_prepared(builder)
   skipped_file = builders.build(builder, os.path.expanduser(manual_dir))
@@ -62,6 +83,7 @@ def main(argv):
     short_side=flags.FLAGS.short_side,
     skip_no_audio=flags.FLAGS.skip_no_audio,
     num_workers=flags.FLAGS.num_workers,
+    split=flags.FLAGS.split,
   )
   if summary['already_prepared']:
     print(f'{summary["data_dir"]} is already prepared; delete it to rebuild')
@@ -79,7 +101,8 @@ def define_flags() -> None:
   flags.DEFINE_string(
     'dataset',
     None,
-    'kinetics400, kinetics600, kinetics_sounds, charades, epic_kitchens, synthetic_av.',
+    'kinetics400, kinetics600, kinetics_sounds, charades, epic_kitchens, synthetic_av, '
+    'ucf101, hmdb51 (with --split), synthetic_av_sync.',
   )
   flags.DEFINE_string('manual_dir', None, 'Folder with the raw videos and annotation files.')
   flags.DEFINE_string(
@@ -90,6 +113,7 @@ def define_flags() -> None:
     'skip_no_audio', False, 'Skip videos without audio instead of keeping them silent.'
   )
   flags.DEFINE_integer('num_workers', None, 'Decoding processes (default: all cores).')
+  flags.DEFINE_integer('split', 1, 'ucf101 / hmdb51: the official split (1, 2 or 3).')
 
 
 if __name__ == '__main__':

@@ -13,14 +13,16 @@ the transformed clip (padded to `max_boxes` M; the task masks padding in the los
 'drop_pathway_keep'), so the AVS loss could be added to detection training unchanged.
 """
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
-from avsf_jax.models import avslowfast, detection_head
+from avsf_jax.models import avslowfast, build, detection_head
 
 
 class Detector(avslowfast.AVSlowFast):
@@ -78,3 +80,18 @@ class Detector(avslowfast.AVSlowFast):
     )(features, boxes.astype(jnp.float32), train=train)
     keep_out = jnp.ones((), jnp.float32) if keep is None else keep.astype(jnp.float32)
     return logits, {'avs': avs, 'pooled': pooled, 'drop_pathway_keep': keep_out}
+
+
+_FIELDS = {f.name for f in dataclasses.fields(Detector)} - {'parent', 'name'}
+
+
+def build_detector(model_config: Mapping[str, Any] | ml_collections.ConfigDict) -> Detector:
+  """`Detector(**model_config)` (as `build.build_model` does for `AVSlowFast`); unknown keys
+  are an error naming the known fields."""
+  kwargs = {k: build._plain(v) for k, v in dict(model_config).items()}
+  unknown = sorted(set(kwargs) - _FIELDS)
+  if unknown:
+    raise ValueError(f'config.model has unknown fields {unknown}; known fields: {sorted(_FIELDS)}')
+  if 'dtype' in kwargs:
+    kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
+  return Detector(**kwargs)

@@ -116,11 +116,11 @@ def _detection(config) -> dict:
   return section
 
 
-class _Keyframe(collections.namedtuple('_Keyframe', 'video_id timestamp boxes labels')):
+class Keyframe(collections.namedtuple('Keyframe', 'video_id timestamp boxes labels')):
   """One example: normalised (K, 4) boxes and their (K, classes) multi-hot labels."""
 
 
-def _group(rows, num_classes: int) -> dict[tuple[str, int], _Keyframe]:
+def _group(rows, num_classes: int) -> dict[tuple[str, int], Keyframe]:
   """Box rows -> keyframes; rows with the same keyframe and box are one box (labels merged)."""
   boxes: dict[tuple[str, int], dict[tuple, list[int]]] = collections.defaultdict(dict)
   for r in rows:
@@ -128,7 +128,7 @@ def _group(rows, num_classes: int) -> dict[tuple[str, int], _Keyframe]:
   out = {}
   for key, per_box in sorted(boxes.items()):
     items = list(per_box.items())
-    out[key] = _Keyframe(
+    out[key] = Keyframe(
       key[0],
       key[1],
       np.array([b for b, _ in items], np.float32).reshape(-1, 4),
@@ -168,7 +168,7 @@ def _tables(root: str, files: tuple, num_classes: int, eval_boxes: str, threshol
     val = {}
     for k in val_gt:
       boxes = found[k].boxes if k in found else none
-      val[k] = _Keyframe(k[0], k[1], boxes, np.zeros((len(boxes), num_classes), np.float32))
+      val[k] = Keyframe(k[0], k[1], boxes, np.zeros((len(boxes), num_classes), np.float32))
   else:
     val = val_gt
   frame_counts = {}
@@ -226,12 +226,26 @@ def _audio(root: str, video_id: str, sample_rate: int) -> np.ndarray:
   return media.decode_audio(os.path.join(root, 'videos', f'{video_id}.mp4'), sample_rate)
 
 
+@functools.cache
+def mel_weights(sample_rate: int, fft_size: int, num_mel_bins: int) -> np.ndarray:
+  """(fft_size // 2 + 1, num_mel_bins) HTK-scale triangles with Slaney area normalisation:
+  librosa's `mel(htk=True)`, as `input.audio.mel_matrix` (which lives beside TensorFlow)."""
+  to_mel = lambda hz: 2595.0 * np.log10(1.0 + hz / 700.0)  # noqa: E731
+  to_hz = lambda mel: 700.0 * (10.0 ** (mel / 2595.0) - 1.0)  # noqa: E731
+  fft_freqs = np.linspace(0.0, sample_rate / 2.0, fft_size // 2 + 1)
+  edges = to_hz(np.linspace(0.0, to_mel(sample_rate / 2.0), num_mel_bins + 2))
+  ramps = edges[:, None] - fft_freqs[None, :]
+  widths = np.diff(edges)
+  lower, upper = -ramps[:-2] / widths[:-1, None], ramps[2:] / widths[1:, None]
+  weights = np.maximum(0.0, np.minimum(lower, upper))
+  weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+  return weights.T
+
+
 def log_mel(samples: np.ndarray, audio_config) -> np.ndarray:
   """Normalised (num_frames, num_mel_bins, 1) log-mel of float samples: SPEC 4's front end
   (window 512, hop 256, periodic Hann, power, HTK mel with Slaney norm, log), index-resampled
   to `num_frames` rows, as `input.audio.clip_log_mel` computes it in TensorFlow."""
-  from avsf_jax.input.audio import mel_matrix  # noqa: PLC0415 (imports TensorFlow)
-
   a = audio_config
   window = a.window_size
   samples = np.asarray(samples, np.float64)
@@ -241,7 +255,7 @@ def log_mel(samples: np.ndarray, audio_config) -> np.ndarray:
   frames = np.stack([samples[i * a.hop_size : i * a.hop_size + window] for i in range(count)])
   hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(window) / window)
   power = np.abs(np.fft.rfft(frames * hann, a.fft_size)) ** 2
-  mel = np.log(power @ mel_matrix(a.sample_rate, a.fft_size, a.num_mel_bins) + a.log_offset)
+  mel = np.log(power @ mel_weights(a.sample_rate, a.fft_size, a.num_mel_bins) + a.log_offset)
   rows = np.linspace(0.0, count - 1, a.num_frames).astype(np.int32)
   return ((mel[rows] - a.mean) / a.std).astype(np.float32)[..., None]
 
@@ -254,7 +268,8 @@ def _resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
   )
 
 
-def _example(config, root, frame_counts, keyframe: _Keyframe, rng, train: bool) -> dict:
+def example(config, root, frame_counts, keyframe: Keyframe, rng, train: bool) -> dict:
+  """One keyframe's clip, boxes and labels (training transform with `rng`, or the test one)."""
   det = _detection(config)
   inp = config.input
   alpha = config.model.alpha
@@ -338,7 +353,7 @@ def make_train_iterator(
     order = _rng(seed, 0, step).integers(0, len(train), global_batch)
     mine = order[process_index * b : (process_index + 1) * b]
     examples = [
-      _example(config, root, frame_counts, train[int(k)], _rng(seed, 1, step, int(k), j), True)
+      example(config, root, frame_counts, train[int(k)], _rng(seed, 1, step, int(k), j), True)
       for j, k in enumerate(mine)
     ]
     batch = _stack(examples)
@@ -372,12 +387,26 @@ def make_eval_iterator(
     index = i * global_batch + process_index * b + np.arange(b)
     mask = (index < len(val)).astype(np.float32)
     index = np.minimum(index, len(val) - 1)
-    examples = [_example(config, root, frame_counts, val[int(k)], None, False) for k in index]
+    examples = [example(config, root, frame_counts, val[int(k)], None, False) for k in index]
     batch = _stack(examples)
     batch['video_index'] = np.array([videos[val[int(k)].video_id] for k in index], np.int32)
     batch['timestamp'] = np.array([val[int(k)].timestamp for k in index], np.int32)
     batch['_mask'] = mask
     yield batch
+
+
+def keyframes(config: ml_collections.ConfigDict, split: str) -> list[Keyframe]:
+  """The examples of 'train' (GT boxes) or 'val' (the eval boxes), in iterator order."""
+  _, (_, _, train, val, _, _) = _load(config)
+  return {'train': train, 'val': val}[split]
+
+
+def load_example(
+  config: ml_collections.ConfigDict, keyframe: Keyframe, *, rng=None, train: bool
+) -> dict:
+  """`example` with the dataset's root and frame counts (tests, previews)."""
+  root, (*_, frame_counts) = _load(config)
+  return example(config, root, frame_counts, keyframe, rng, train)
 
 
 def eval_keys(config: ml_collections.ConfigDict) -> list[str]:

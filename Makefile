@@ -54,4 +54,5 @@ clean:
 # $(DEMO_DIR)/ava/ava_demo_results.json with the acceptance checks.
 .PHONY: demo-ava
 demo-ava: venv
-	$(BIN)/python -m avsf_jax.tools.ava_demo --output=$(DEMO_DIR)/ava
+	JAX_COMPILATION_CACHE_DIR=$(DEMO_DIR)/.jax_cache \
+	  $(BIN)/python -m avsf_jax.tools.ava_demo --output=$(DEMO_DIR)/ava

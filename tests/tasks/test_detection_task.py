@@ -141,6 +141,7 @@ def _random_variables(task, model):
   return {'params': params, 'batch_stats': stats}
 
 
+@pytest.mark.slow  # compiles the tiny detector's forward three times (export included)
 def test_predict_scores_and_export_round_trip(tmp_path):
   """Per-box sigmoid scores (N, M, 80) from `predict`; the export `predict(clip, boxes,
   audio)` reproduces the jitted export function bit for bit."""

@@ -59,3 +59,12 @@ clean:
 demo-ssl: venv
 	JAX_PLATFORMS=cpu TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m avsf_jax.tools.demo_ssl \
 	  --output=$(DEMO_DIR)/ssl
+
+# AVA detection demo (spec ava.md 7.2/7.3): builds synthetic_ava on first use, trains and
+# evaluates SlowFast and AVSlowFast detectors on CPU (oracle boxes, detector boxes at 0.8 and
+# 0), exports both and checks the exports reproduce the scores; writes
+# $(DEMO_DIR)/ava/ava_demo_results.json with the acceptance checks.
+.PHONY: demo-ava
+demo-ava: venv
+	JAX_COMPILATION_CACHE_DIR=$(DEMO_DIR)/.jax_cache \
+	  $(BIN)/python -m avsf_jax.tools.ava_demo --output=$(DEMO_DIR)/ava

@@ -33,6 +33,10 @@ def data_source(config: ml_collections.ConfigDict):
     from avsf_jax.input import sync_arrays  # noqa: PLC0415
 
     return sync_arrays
+  if config.input.dataset in ('ava', 'synthetic_ava'):
+    from avsf_jax.input import ava_pipeline  # noqa: PLC0415
+
+    return ava_pipeline
   from avsf_jax.input import pipeline  # noqa: PLC0415 (imports TensorFlow)
 
   return pipeline

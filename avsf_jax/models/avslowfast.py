@@ -92,6 +92,10 @@ class AVSlowFast(nn.Module):
       test head that slides a `head_window` (res5 H, W) average pool at stride 1 and
       combines the positions' scores as `head_position_average` says.
     head_window: res5 spatial size of a training crop (224 / 32 = 7).
+    res5_spatial_stride: spatial stride of the Slow and Fast res5 (2; 1 in the AVA detectors,
+      whose res5 maps are then at 1/16 of the input, SlowFast paper section 5).
+    res5_dilation: spatial dilation of the 1x3x3 conv of every Slow and Fast res5 block (1; 2
+      in the AVA detectors), with padding = dilation. The Audio pathway is unchanged.
     head_position_average: how the window head combines its positions: 'softmax'
       (PySlowFast: softmax per position, then the mean; the logits returned are the log of
       that mean), 'sigmoid' (multi-label) or 'logits' (PyTorchVideo: mean of the logits).
@@ -138,6 +142,8 @@ class AVSlowFast(nn.Module):
   head_pooling: str = 'global'
   head_window: Sequence[int] = (7, 7)
   head_position_average: str = 'softmax'
+  res5_spatial_stride: int = 2
+  res5_dilation: int = 1
   conv_lowering: str = 'auto'
   dtype: Any = jnp.float32
 
@@ -191,6 +197,8 @@ class AVSlowFast(nn.Module):
       'temporal kernel tables need 5 entries (stem, res2..res5)',
     )
     check(len(self.temporal_kernel_blocks) == 4, 'temporal_kernel_blocks needs 4 entries')
+    check(self.res5_spatial_stride in (1, 2), 'res5_spatial_stride must be 1 or 2')
+    check(self.res5_dilation >= 1, 'res5_dilation must be >= 1')
     if 'audio' in self.pathways and len(self.pathways) > 1 and self.audio_fusion_junctions:
       needs = 'fast' if self.audio_fusion == 'a_f_s' else 'slow'
       check(needs in self.pathways, f'audio_fusion={self.audio_fusion!r} needs the {needs} pathway')
@@ -234,6 +242,11 @@ class AVSlowFast(nn.Module):
       )
     kernels = self.slow_temporal_kernels if pathway == 'slow' else self.fast_temporal_kernels
     stride = 1 if index == 0 else 2
+    dilation = None
+    if index == 3:
+      stride = self.res5_spatial_stride
+      if self.res5_dilation != 1:
+        dilation = (1, self.res5_dilation, self.res5_dilation)
     nonlocal_after = self.nonlocal_blocks if (pathway == 'slow' and index == 2) else ()
     return resnet.Stage(
       num_blocks=num_blocks,
@@ -248,6 +261,7 @@ class AVSlowFast(nn.Module):
       nonlocal_after=tuple(nonlocal_after),
       nonlocal_pool=tuple(self.nonlocal_pool),
       nonlocal_instantiation=self.nonlocal_instantiation,
+      dilation=dilation,
       name=name,
     )
 
@@ -273,6 +287,30 @@ class AVSlowFast(nn.Module):
   def __call__(
     self, inputs: Mapping[str, jax.Array], *, train: bool
   ) -> tuple[jax.Array | dict[str, jax.Array], dict[str, Any]]:
+    x, pooled, avs, keep = self.trunk(inputs, train=train)
+    batch = x[self.pathways[0]].shape[0]
+    head_inputs = [p for p in self.pathways if p != 'audio' or self.audio_pool5_concat]
+    if self.head_pooling == 'window' and not train:
+      windows = [heads.window_pool(x[p], self.head_window) for p in head_inputs if p != 'audio']
+      positions = max(w.shape[1] for w in windows) if windows else 1
+      features = [jnp.broadcast_to(w, (batch, positions, w.shape[-1])) for w in windows]
+      if 'audio' in head_inputs:
+        a = pooled['audio'][:, None, :]
+        features.append(jnp.broadcast_to(a, (batch, positions, a.shape[-1])))
+    else:
+      features = [pooled[p] for p in head_inputs]
+    logits = heads.ClassifierHead(
+      self.num_classes, self.dropout_rate, self.head_position_average, name='head'
+    )(jnp.concatenate(features, axis=-1), train=train)
+    keep_out = jnp.ones((), jnp.float32) if keep is None else keep.astype(jnp.float32)
+    return logits, {'avs': avs, 'pooled': pooled, 'drop_pathway_keep': keep_out}
+
+  def trunk(
+    self, inputs: Mapping[str, jax.Array], *, train: bool
+  ) -> tuple[dict[str, jax.Array], dict[str, jax.Array], dict[str, Any], jax.Array | None]:
+    """Everything but the classifier: (res5 maps {pathway: array}, pooled pool5 features,
+    AVS embeddings, DropPathway keep or None). Called from a compact `__call__` (this one or
+    a subclass's, e.g. `detector.Detector`), so its submodules keep their top-level names."""
     self._validate()
     conv = functools.partial(layers.Conv, lowering=self.conv_lowering, dtype=self.dtype)
     norm = functools.partial(
@@ -425,21 +463,7 @@ class AVSlowFast(nn.Module):
       if self.drop_pathway_scope == 'laterals_and_head':
         pooled['audio'] = gate(pooled['audio'])
 
-    head_inputs = [p for p in self.pathways if p != 'audio' or self.audio_pool5_concat]
-    if self.head_pooling == 'window' and not train:
-      windows = [heads.window_pool(x[p], self.head_window) for p in head_inputs if p != 'audio']
-      positions = max(w.shape[1] for w in windows) if windows else 1
-      features = [jnp.broadcast_to(w, (batch, positions, w.shape[-1])) for w in windows]
-      if 'audio' in head_inputs:
-        a = pooled['audio'][:, None, :]
-        features.append(jnp.broadcast_to(a, (batch, positions, a.shape[-1])))
-    else:
-      features = [pooled[p] for p in head_inputs]
-    logits = heads.ClassifierHead(
-      self.num_classes, self.dropout_rate, self.head_position_average, name='head'
-    )(jnp.concatenate(features, axis=-1), train=train)
-    keep_out = jnp.ones((), jnp.float32) if keep is None else keep.astype(jnp.float32)
-    return logits, {'avs': avs, 'pooled': pooled, 'drop_pathway_keep': keep_out}
+    return x, pooled, avs, keep
 
 
 def drop_pathway_keep(

@@ -35,7 +35,8 @@ class Bottleneck(nn.Module):
   The spatial (or time-frequency) stride sits on the b layer, except that with
   `time_stride_in_a` the stride along the first (time) axis moves to the a layer
   (PyTorchVideo's convention); the last BN's scale starts at zero so each block starts as
-  the identity.
+  the identity. `dilation` spaces the taps of the 'standard' b layer only (the detection
+  backbone's res5: (1, 2, 2) with padding = dilation, PySlowFast's SPATIAL_DILATIONS).
   """
 
   features: int
@@ -47,6 +48,7 @@ class Bottleneck(nn.Module):
   norm: ModuleDef
   transform: str = 'standard'
   time_stride_in_a: bool = False
+  dilation: Sequence[int] | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -71,7 +73,7 @@ class Bottleneck(nn.Module):
       y = self.conv(self.inner, self.kernel_a, stride_a, name='conv_a')(x)
       y = nn.relu(self.norm(name='bn_a')(y))
       if self.transform == 'standard':
-        y = self.conv(self.inner, self.kernel_b, stride_b, name='conv_b')(y)
+        y = self.conv(self.inner, self.kernel_b, stride_b, dilation=self.dilation, name='conv_b')(y)
         y = nn.relu(self.norm(name='bn_b')(y))
       else:
         time_kernel, freq_kernel = _factorized_kernels(len(self.kernel_b))
@@ -107,6 +109,7 @@ class Stage(nn.Module):
   `nonlocal_after` lists the block indices after which a non-local block is inserted
   (PySlowFast's NONLOCAL.LOCATION), with max-pooling `nonlocal_pool` on its keys/values and
   the affinity normalisation `nonlocal_instantiation` (see `nonlocal_block.NonLocal`).
+  `dilation` goes to every block's b layer (see `Bottleneck`).
   """
 
   num_blocks: int
@@ -123,6 +126,7 @@ class Stage(nn.Module):
   nonlocal_after: Sequence[int] = ()
   nonlocal_pool: Sequence[int] = (1, 2, 2)
   nonlocal_instantiation: str = 'dot_product'
+  dilation: Sequence[int] | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -138,6 +142,7 @@ class Stage(nn.Module):
         norm=self.norm,
         transform=self.transform,
         time_stride_in_a=self.time_stride_in_a,
+        dilation=self.dilation,
         name=f'block{i}',
       )(x)
       if i in self.nonlocal_after:

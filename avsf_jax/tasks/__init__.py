@@ -1,13 +1,14 @@
 """Tasks: what a job trains and evaluates (batch spec, loss and metrics, evaluator) on the
 shared loop. `create(config, info)` builds the task `config.task` names."""
 
-from avsf_jax.tasks import classification, linear_probe, pretraining
+from avsf_jax.tasks import classification, detection, linear_probe, pretraining
 from avsf_jax.tasks.base import Task
 
 TASKS: dict[str, type[Task]] = {
   'classification': classification.Classification,
   'pretraining': pretraining.Pretraining,
   'linear_probe': linear_probe.LinearProbe,
+  'detection': detection.Detection,
 }
 
 

@@ -147,9 +147,9 @@ def base_config() -> ml_collections.ConfigDict:
         # (Charades: max over clips of the sigmoid scores).
         'view_aggregation': 'mean_softmax',
         'precise_bn_batches': 200,  # 0: keep the running averages
-        # Recompute them with DropPathway active, as the authors' code does (False: audio
-        # always fused, as at evaluation; docs/models.md, reference recipe item 9).
-        'precise_bn_drop_pathway': False,
+        # Recompute them in train mode with DropPathway active, as the authors' code does
+        # (False: audio always fused, as at evaluation; docs/models.md, recipe item 9).
+        'precise_bn_drop_pathway': True,
       },
       # Mesh axes and sizes; -1 takes the remaining devices. The batch is split over 'data'.
       'mesh': {

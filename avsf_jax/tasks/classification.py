@@ -203,10 +203,10 @@ class Classification(base.Task):
     )
 
   def statistics_model(self, model):
-    # Precise BN runs with DropPathway off by default, as evaluation keeps audio; the
-    # authors' code recomputes the statistics in train mode, DropPathway active
-    # (`evals.precise_bn_drop_pathway`; docs/models.md, reference recipe item 9).
-    if self.config.evals.get('precise_bn_drop_pathway', False):
+    # The authors' code recomputes the statistics in train mode, DropPathway active
+    # (`evals.precise_bn_drop_pathway`, the default); False runs it with audio always fused,
+    # as evaluation does (docs/models.md, reference recipe item 9).
+    if self.config.evals.get('precise_bn_drop_pathway', True):
       return _KeepDropPathway(model.clone(bn_momentum=0.0))
     return model.clone(bn_momentum=0.0, drop_pathway_rate=0.0)
 

@@ -67,10 +67,11 @@ def test_experiment_builds_the_task_named_by_the_config():
 
 
 def test_precise_bn_with_drop_pathway_is_an_option():
-  """Precise BN runs with DropPathway off by default; with `evals.precise_bn_drop_pathway`
-  the statistics pass keeps the model's DropPathway rate and draws it from a key that
-  depends on the batch (the authors' train-mode recomputation)."""
+  """With `evals.precise_bn_drop_pathway` (the default, the authors' train-mode
+  recomputation) the statistics pass keeps the model's DropPathway rate and draws it from a
+  key that depends on the batch; without it, DropPathway is off (audio always fused)."""
   config = helpers.tiny_config()
+  config.evals.precise_bn_drop_pathway = False
   task = tasks.create(config, fake.dataset_info(config))
   model = task.build_model()
   assert model.drop_pathway_rate > 0

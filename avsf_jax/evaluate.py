@@ -133,7 +133,9 @@ def main(argv):
     else:
       results, per_video, names = evaluate_export(FLAGS.config, FLAGS.export, multi_view=multi_view)
       results['evaluated'] = {'export': str(storage.path(FLAGS.export))}
-  except (export.ExportError, FileNotFoundError, checkpointing.CheckpointError) as e:
+  except (storage.FileFault, FileNotFoundError, checkpointing.CheckpointError) as e:
+    if FLAGS.verbose:
+      raise
     raise SystemExit(f'evaluate: {e}') from None
   results['views'] = 'multi' if multi_view else 'single'
   if jax.process_index() == 0:
@@ -153,6 +155,7 @@ def define_flags() -> None:
   flags.DEFINE_integer('step', None, 'With --workdir: this checkpoint (default: the newest valid).')
   flags.DEFINE_string('output', None, 'Results JSON file to write.')
   flags.DEFINE_bool('single_view', False, 'Score only the centre view of each video.')
+  flags.DEFINE_bool('verbose', False, 'Show the traceback of a failure.')
   flags.mark_flags_as_required(['config', 'output'])
 
 

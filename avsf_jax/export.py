@@ -37,7 +37,7 @@ VERSION = 1
 PLATFORMS = ('cpu', 'cuda', 'tpu')
 
 
-class ExportError(ValueError):
+class ExportError(storage.FileFault):
   """The export cannot be written or read; the message names the path and the reason."""
 
 
@@ -156,8 +156,10 @@ def load(export_dir: str | os.PathLike) -> ExportedModel:
   if not meta_path.exists():
     raise ExportError(f'{path}: not an avsf_jax export (no metadata.json)')
   try:
-    metadata = json.loads(meta_path.read_text())
-  except (UnicodeDecodeError, json.JSONDecodeError, OSError) as e:
+    metadata = json.loads(storage.read_text(meta_path, 'export metadata'))
+  except storage.FileFault as e:
+    raise ExportError(str(e)) from None
+  except json.JSONDecodeError as e:
     raise ExportError(f'{meta_path}: not readable JSON ({e})') from None
   if not isinstance(metadata, dict) or metadata.get('format') != FORMAT:
     raise ExportError(f'{meta_path}: not avsf_jax export metadata (expected format {FORMAT!r})')
@@ -175,9 +177,11 @@ def load(export_dir: str | os.PathLike) -> ExportedModel:
   _check_finite(variables, str(path / 'variables'))
   function_path = path / 'predict.jaxexport'
   try:
-    function = jax.export.deserialize(bytearray(function_path.read_bytes()))
-  except FileNotFoundError:
-    raise ExportError(f'{function_path}: missing') from None
+    raw = storage.read_bytes(function_path, 'serialized predict function')
+  except storage.FileFault as e:
+    raise ExportError(str(e)) from None
+  try:
+    function = jax.export.deserialize(bytearray(raw))
   except Exception as e:  # noqa: BLE001 - flatbuffer / struct errors of a damaged file
     raise ExportError(
       f'{function_path}: damaged or not a jax.export file ({_first_line(e)})'
@@ -299,7 +303,9 @@ def main(argv):
     path = export_workdir(
       config, args.workdir, args.output, step=args.step, overwrite=args.overwrite
     )
-  except (ExportError, FileNotFoundError, checkpointing.CheckpointError) as e:
+  except (storage.FileFault, FileNotFoundError, checkpointing.CheckpointError) as e:
+    if args.verbose:
+      raise
     raise SystemExit(f'export: {e}') from None
   print(f'wrote {path}')
 
@@ -313,6 +319,7 @@ def _define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'Training workdir whose newest checkpoint to export.')
   flags.DEFINE_string('output', None, 'Export directory to write.')
   flags.DEFINE_bool('overwrite', False, 'Replace an existing export.')
+  flags.DEFINE_bool('verbose', False, 'Show the traceback of a failure.')
   flags.DEFINE_integer('step', None, 'Checkpoint step to export (default: the newest valid one).')
   flags.mark_flags_as_required(['workdir', 'output'])
 

@@ -365,6 +365,33 @@ def test_a_damaged_class_name_file_is_refused(tmp_path, fault):
   assert F.hashes(tmp_path) == before
 
 
+# -- prepare_dataset: annotation CSVs and class lists ------------------------------------------
+
+
+@pytest.mark.parametrize('fault', ['zero_bytes', 'text', 'png', 'permission', 'bad_row'])
+def test_a_damaged_annotation_csv_is_refused(tmp_path, fault):
+  from avsf_jax.input.prepare import annotations  # noqa: PLC0415
+
+  path = tmp_path / 'train.csv'
+  path.write_text('label,youtube_id,time_start,time_end,split\na,x1,0,10,train\n')
+  if fault == 'bad_row':
+    with path.open('a') as f:
+      f.write('a,x2,zero,10,train\n')
+  else:
+    F.inject(path, fault)
+  before = F.hashes(tmp_path)
+  with F.deny(path if fault == 'permission' else None), pytest.raises(storage.FileFault) as e:
+    annotations.kinetics_records(str(tmp_path), ['a'])
+  says = {
+    'text': r'not a valid annotation CSV: the header lacks',
+    'bad_row': r"line 3: bad value \(ValueError: could not convert string to float: 'zero'",
+  }
+  _check_message(str(e.value), path, 'zero_bytes') if fault == 'zero_bytes' else None
+  assert str(path) in str(e.value)
+  assert re.search(says.get(fault, SAYS.get(fault, '')), str(e.value)), str(e.value)
+  assert F.hashes(tmp_path) == before
+
+
 # -- media: log_mel --------------------------------------------------------------------------
 
 

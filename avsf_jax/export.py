@@ -111,26 +111,30 @@ def write(
   exported = jax.export.export(jax.jit(apply_fn), platforms=tuple(platforms))(
     variable_specs, input_specs
   )
+  metadata = {
+    'format': FORMAT,
+    'version': VERSION,
+    'model_config': dict(model_config),
+    'class_names': list(class_names),
+    'input_spec': {k: list(v) for k, v in input_spec.items()},
+    'preprocessing': dict(preprocessing),
+    'platforms': list(platforms),
+    **dict(extra_metadata or {}),
+  }
 
   output.parent.mkdir(parents=True, exist_ok=True)
+  if storage.is_url(output):
+    # An object store renames a folder object by object, so a renamed export could be seen
+    # half-copied. Written in place instead, with metadata.json (which `load` requires) last:
+    # the completion marker. A replaced export loses its metadata.json first.
+    if output.exists():
+      (output / 'metadata.json').unlink(missing_ok=True)
+      output.rmtree()
+    _write_files(output, exported, variables, metadata)
+    return output
   tmp = output.parent / f'.{output.name}.tmp-{uuid.uuid4().hex[:8]}'
   try:
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(tmp / 'variables', variables)
-    checkpointer.wait_until_finished()
-    (tmp / 'predict.jaxexport').write_bytes(exported.serialize())
-    metadata = {
-      'format': FORMAT,
-      'version': VERSION,
-      'model_config': dict(model_config),
-      'class_names': list(class_names),
-      'input_spec': {k: list(v) for k, v in input_spec.items()},
-      'preprocessing': dict(preprocessing),
-      'platforms': list(platforms),
-      **dict(extra_metadata or {}),
-    }
-    # metadata.json is written last: a directory without it is not an export (`load` says so).
-    (tmp / 'metadata.json').write_text(json.dumps(metadata, indent=2, sort_keys=True, default=str))
+    _write_files(tmp, exported, variables, metadata)
     if output.exists():
       trash = output.parent / f'.{output.name}.old-{uuid.uuid4().hex[:8]}'
       output.rename(trash)
@@ -142,6 +146,15 @@ def write(
     if tmp.exists():
       tmp.rmtree(missing_ok=True)
   return output
+
+
+def _write_files(folder: epath.Path, exported, variables, metadata) -> None:
+  """variables/, predict.jaxexport, then metadata.json: a folder without it is no export."""
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(folder / 'variables', variables)
+  checkpointer.wait_until_finished()
+  (folder / 'predict.jaxexport').write_bytes(exported.serialize())
+  (folder / 'metadata.json').write_text(json.dumps(metadata, indent=2, sort_keys=True, default=str))
 
 
 def load(export_dir: str | os.PathLike) -> ExportedModel:

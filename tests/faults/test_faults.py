@@ -392,6 +392,64 @@ def test_a_damaged_annotation_csv_is_refused(tmp_path, fault):
   assert F.hashes(tmp_path) == before
 
 
+# -- AVA label map, proposals; feature banks ---------------------------------------------------
+
+
+def _ava_label_map(path):
+  path.write_text('item {\n  name: "bend/bow"\n  id: 1\n}\n')
+
+
+def _ava_proposals(path):
+  path.write_bytes(pickle.dumps({'vid,902': np.ones((2, 5), np.float32)}))
+
+
+def _feature_bank(path):
+  from avsf_jax.input import feature_banks  # noqa: PLC0415
+
+  banks = feature_banks.synthetic_banks(1, 0, num_pairs=2, segment_pairs=1)
+  feature_banks.save_banks(str(path), banks['image'], banks['audio'], banks['labels'])
+
+
+def _read(kind, path):
+  from avsf_jax.input import feature_banks  # noqa: PLC0415
+  from avsf_jax.input.prepare import ava_files  # noqa: PLC0415
+
+  return {
+    'label_map': ava_files.read_label_map,
+    'proposals': ava_files.load_proposals,
+    'feature_bank': feature_banks.load_banks,
+  }[kind](str(path))
+
+
+@pytest.mark.parametrize('fault', F.FAULTS)
+@pytest.mark.parametrize(
+  ('kind', 'make', 'name'),
+  [
+    ('label_map', _ava_label_map, 'label_map.pbtxt'),
+    ('proposals', _ava_proposals, 'proposals.pkl'),
+    ('feature_bank', _feature_bank, 'banks.npz'),
+  ],
+)
+def test_damaged_ava_files_and_feature_banks_are_refused(tmp_path, kind, make, name, fault):
+  path = tmp_path / name
+  make(path)
+  assert _read(kind, path)  # intact: loads
+  F.inject(path, fault)
+  before = F.hashes(tmp_path)
+  with F.deny(path if fault == 'permission' else None):
+    try:
+      result = _read(kind, path)
+    except storage.FileFault as e:
+      message = str(e)
+      assert str(path) in message and '\n' not in message, message
+      generic = r'expected|not a|damaged|truncat|missing|empty|permission|not UTF-8|line \d'
+      assert re.search(generic, message, re.I), message
+    else:
+      # Flipped bytes inside raw array data of an uncompressed pickle/npz: nothing can tell.
+      assert fault == 'flipped' and kind in ('proposals', 'feature_bank'), result
+  assert F.hashes(tmp_path) == before
+
+
 # -- media: log_mel --------------------------------------------------------------------------
 
 

@@ -47,3 +47,8 @@ demo: venv
 
 clean:
 	rm -rf $(VENV) demo_run .pytest_cache
+
+# Fault injection (tests/faults) and storage: gs:// against a local GCS emulator, shared
+# dataset caches (tests/storage).
+test-faults: venv
+	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS) tests/faults tests/storage

@@ -9,6 +9,7 @@ reported as a `storage.FileFault` naming it and the fault in one line.
 
 import io
 import pickle
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,7 +89,7 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
     data = torch.load(io.BytesIO(raw), map_location='cpu', weights_only=True)
   except pickle.UnpicklingError as e:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    unsafe = [line for line in lines if 'Unsupported global' in line]
+    unsafe = [line for line in lines if re.search(r'global', line, re.I)]
     if unsafe:
       raise UnsafeCheckpointError(f'{path}: refusing to load: {unsafe[0]}') from e
     detail = next((line for line in lines if 'Unsupported operand' in line), lines[-1])

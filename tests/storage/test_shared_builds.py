@@ -31,14 +31,20 @@ def _race(tmp_path, compilation_cache, clips: tuple[int, int], timeout: float):
           stderr=subprocess.STDOUT,
         )
       )
-  codes = [p.wait(timeout=timeout) for p in processes]
+  try:
+    codes = [p.wait(timeout=timeout) for p in processes]
+  finally:
+    for p in processes:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
   texts = [log.read_text() for log in logs]
   assert codes == [0, 0], '\n'.join(t[-2000:] for t in texts)
   return data_dir, texts
 
 
 def test_two_processes_on_an_empty_cache_build_it_once_and_both_finish(tmp_path, compilation_cache):
-  data_dir, texts = _race(tmp_path, compilation_cache, (1, 1), timeout=300)
+  data_dir, texts = _race(tmp_path, compilation_cache, (1, 1), timeout=900)
   num_classes = len(synthetic.CLASS_NAMES)
   for text in texts:
     assert f'complete=True train={num_classes}' in text

@@ -109,8 +109,9 @@ def test_nan_in_the_newest_checkpoint_is_skipped(trained, trainer, tmp_path, cap
   shutil.copytree(trained[1], workdir)
   item = workdir / 'checkpoints' / '6' / 'default'
   state = ocp.PyTreeCheckpointer().restore(item)
-  leaf = jax.tree.leaves(state['params'])[0]
-  leaf.reshape(-1)[0] = np.nan
+  leaves, treedef = jax.tree.flatten(state['params'])
+  leaves[0] = np.full_like(np.asarray(leaves[0]), np.nan)
+  state['params'] = jax.tree.unflatten(treedef, leaves)
   shutil.rmtree(item)
   ocp.PyTreeCheckpointer().save(item, state)
   before = F.hashes(workdir)
@@ -226,8 +227,9 @@ def _nan_export(trained, tmp_path):
   out = tmp_path / 'export'
   shutil.copytree(trained[2], out)
   variables = ocp.StandardCheckpointer().restore(out / 'variables')
-  leaf = jax.tree.leaves(variables['params'])[0]
-  leaf.reshape(-1)[0] = np.inf
+  leaves, treedef = jax.tree.flatten(variables['params'])
+  leaves[0] = np.full_like(np.asarray(leaves[0]), np.inf)
+  variables['params'] = jax.tree.unflatten(treedef, leaves)
   shutil.rmtree(out / 'variables')
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(out / 'variables', variables)

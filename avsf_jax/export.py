@@ -17,6 +17,7 @@ Without `--config`, the resolved config that training saved as WORKDIR/config.js
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import uuid
@@ -65,6 +66,9 @@ class ExportedModel:
         f'predict: batch lacks {missing}; the export needs {sorted(self.input_spec)}'
       )
     inputs = {}
+    sizes = {np.shape(batch[name])[0] if np.ndim(batch[name]) else None for name in batch}
+    if sizes & {0, None}:
+      raise ExportError('predict: an empty batch (or a scalar input); give at least one example')
     for name, shape in self.input_spec.items():
       value = jnp.asarray(batch[name], jnp.float32)
       if tuple(value.shape[1:]) != tuple(shape):
@@ -148,12 +152,40 @@ def write(
   return output
 
 
+def _digests(folder: epath.Path) -> dict[str, str]:
+  """sha256 of predict.jaxexport and of every file under variables/, by relative path."""
+  files = [folder / 'predict.jaxexport']
+  for root, _, names in (folder / 'variables').walk():
+    files += sorted(epath.Path(root) / name for name in names)
+  return {
+    str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+    for p in files
+    if p.exists()
+  }
+
+
+def _verify(folder: epath.Path, digests: Mapping[str, str]) -> None:
+  """ExportError naming the first file that is missing, unreadable or changed."""
+  for name, digest in sorted(digests.items()):
+    try:
+      data = storage.read_bytes(folder / name, 'export file')
+    except storage.FileFault as e:
+      raise ExportError(str(e)) from None
+    if hashlib.sha256(data).hexdigest() != digest:
+      raise ExportError(
+        f'{folder / name}: damaged (its sha256 differs from the one the export recorded: '
+        'corrupt, truncated or replaced bytes)'
+      )
+
+
 def _write_files(folder: epath.Path, exported, variables, metadata) -> None:
-  """variables/, predict.jaxexport, then metadata.json: a folder without it is no export."""
+  """variables/, predict.jaxexport, then metadata.json (with their sha256): a folder without
+  metadata.json is no export."""
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(folder / 'variables', variables)
   checkpointer.wait_until_finished()
   (folder / 'predict.jaxexport').write_bytes(exported.serialize())
+  metadata = {**metadata, 'sha256': _digests(folder)}
   (folder / 'metadata.json').write_text(json.dumps(metadata, indent=2, sort_keys=True, default=str))
 
 
@@ -180,6 +212,7 @@ def load(export_dir: str | os.PathLike) -> ExportedModel:
     raise ExportError(
       f'{meta_path}: export format version {metadata.get("version")}, expected {VERSION}'
     )
+  _verify(path, metadata.get('sha256') or {})  # exports of older versions have none
   try:
     variables = ocp.StandardCheckpointer().restore(path / 'variables')
   except Exception as e:  # noqa: BLE001 - orbax raises many kinds; the message says which

@@ -111,7 +111,7 @@ def _start(cwd, log_path, env, *args, module=None):
 
 @pytest.mark.slow
 def test_train_kill_resume_export_evaluate_in_a_bucket(
-  emulator, tmp_path, compilation_cache, monkeypatch
+  emulator, tmp_path, compilation_cache, monkeypatch, request
 ):
   reference = tmp_path / 'reference'
   config = helpers.tiny_config()
@@ -146,6 +146,12 @@ def test_train_kill_resume_export_evaluate_in_a_bucket(
 
   for name, value in emulator.items():
     monkeypatch.setenv(name, value)
+  # epath caches "TensorFlow is installed" on first use; forget it while EPATH_USE_TF=0 holds
+  # (and again afterwards), so gs:// here goes through gcsfs like the subprocesses.
+  from etils.epath import gpath  # noqa: PLC0415
+
+  gpath._is_tf_installed.cache_clear()
+  request.addfinalizer(gpath._is_tf_installed.cache_clear)
   got = ocp.PyTreeCheckpointer().restore(storage.path(f'{run}/checkpoints/6/default'))
   ref = helpers.load_checkpoint(reference, 6)
   assert jax.tree.structure(got) == jax.tree.structure(ref)

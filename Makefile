@@ -68,3 +68,8 @@ demo-ssl: venv
 demo-ava: venv
 	JAX_COMPILATION_CACHE_DIR=$(DEMO_DIR)/.jax_cache \
 	  $(BIN)/python -m avsf_jax.tools.ava_demo --output=$(DEMO_DIR)/ava
+
+# Fault injection (tests/faults) and storage: gs:// against a local GCS emulator, shared
+# dataset caches (tests/storage).
+test-faults: venv
+	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS) tests/faults tests/storage

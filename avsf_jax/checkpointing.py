@@ -10,10 +10,12 @@ precise-BN statistics that evaluation uses, so that `evaluate` and `export` need
 data. Jobs that do not train (`evaluate`, `export`, feature extraction) restore only the
 variables (`restore_variables`), without knowing the optimizer.
 
-A checkpoint that fails to restore (corrupt or missing files, a shape mismatch) is never
-deleted or overwritten: `restore_newest_valid` logs one line naming its step, the file and
-the cause, and falls back to the newest older one that restores; when none does, it raises
-`CheckpointError` listing every failure.
+A checkpoint that fails to restore (corrupt or missing files, a shape mismatch, NaN or Inf in
+its parameters) is never deleted or overwritten: `restore_newest_valid` logs one line naming
+its step, the file and the cause, and falls back to the newest older one that restores; when
+none does, it raises `CheckpointError` listing every failure. When the resumed run later
+saves that same step again, the bad checkpoint is first moved, byte for byte, to
+`WORKDIR/corrupt_checkpoints/<step>` (kept for inspection, out of orbax's way).
 
 `PreemptionWatcher` turns SIGTERM (the notice Cloud TPU / GCE / Kubernetes / Slurm send
 before killing a job) into "save now and stop", agreed on by all processes.
@@ -25,6 +27,7 @@ import threading
 from typing import Any
 
 import jax
+import jax.numpy  # noqa: F401 - jax.numpy.isfinite in _check_finite
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
@@ -66,6 +69,21 @@ def _file_in(error: BaseException, default: str) -> str:
   return default
 
 
+def _check_finite(params: Any, where) -> None:
+  """NonFiniteCheckpointError naming the first parameter that holds NaN or Inf."""
+  if params is None:
+    return
+  for key, leaf in jax.tree_util.tree_leaves_with_path(params):
+    if not bool(jax.numpy.isfinite(leaf).all()):
+      raise NonFiniteCheckpointError(
+        f'{where}: parameter {jax.tree_util.keystr(key)} holds NaN or Inf (corrupt)'
+      )
+
+
+class NonFiniteCheckpointError(ValueError):
+  """A checkpoint restored, but its parameters hold NaN or Inf."""
+
+
 class Checkpointer:
   """Saves and restores the train state under `workdir/checkpoints/<step>`."""
 
@@ -78,6 +96,23 @@ class Checkpointer:
       create=True,
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self.failed: dict[int, str] = {}  # step -> why it could not be restored
+
+  def _move_aside(self, step: int) -> None:
+    """Moves the unrestorable checkpoint `step` to WORKDIR/corrupt_checkpoints/ unchanged."""
+    source = self.directory / str(step)
+    if not source.exists():
+      return
+    target_dir = self.directory.parent / 'corrupt_checkpoints'
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target, n = target_dir / str(step), 1
+    while target.exists():
+      target, n = target_dir / f'{step}.{n}', n + 1
+    source.rename(target)
+    self._manager.reload()
+    line = f'{self.failed[step]}; moved it to {target}'
+    logging.warning('%s', line)
+    print(f'warning: {line}')
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -87,6 +122,11 @@ class Checkpointer:
 
   def save(self, step: int, state, eval_batch_stats: Any = None) -> None:
     """Starts saving `state` (and the evaluation's BN statistics) as checkpoint `step`."""
+    if step in self.failed and jax.process_index() == 0:
+      self._move_aside(step)
+    if step in self.failed and jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'checkpoint_moved_aside_{step}')
+    self.failed.pop(step, None)
     items = {STATE: ocp.args.StandardSave(state)}
     if eval_batch_stats is not None:
       items[EVAL_STATS] = ocp.args.StandardSave(eval_batch_stats)
@@ -103,12 +143,31 @@ class Checkpointer:
     """
     # Read the item directly: a manager that reopens a directory infers "one unnamed item"
     # from checkpoints that hold only `default`, and then refuses named (Composite) restores.
-    return ocp.StandardCheckpointer().restore(self.directory / str(step) / STATE, abstract_state)
+    path = self.directory / str(step) / STATE
+    try:
+      state = ocp.StandardCheckpointer().restore(path, abstract_state)
+      _check_finite(getattr(state, 'params', None), path)
+    except Exception as e:  # noqa: BLE001 - orbax raises many kinds; one line says which
+      raise CheckpointError(self._failure(step, e)) from e
+    return state
 
   def restore_variables(self, step: int, abstract_variables) -> tuple[dict[str, Any], bool]:
     """(variables, has_eval_stats): params and batch stats of checkpoint `step`, without the
     optimizer state; batch stats are the saved precise-BN ones where the checkpoint has them.
     `abstract_variables` = {'params': ..., 'batch_stats': ...} of ShapeDtypeStructs."""
+    try:
+      return self._restore_variables(step, abstract_variables)
+    except Exception as e:  # noqa: BLE001 - orbax raises many kinds; one line says which
+      raise CheckpointError(self._failure(step, e)) from e
+
+  def _failure(self, step: int, error: BaseException) -> str:
+    """One line: the checkpoint's step, the damaged file (where the error names one), why."""
+    if isinstance(error, CheckpointError):
+      return str(error)
+    where = _file_in(error, str(self.directory / str(step)))
+    return f'checkpoint {step} ({where}) cannot be restored: {_cause(error)}'
+
+  def _restore_variables(self, step: int, abstract_variables):
     step_dir = self.directory / str(step)
     restore_args = jax.tree.map(
       lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, global_shape=x.shape, dtype=x.dtype),
@@ -120,6 +179,7 @@ class Checkpointer:
         item=dict(abstract_variables), restore_args=dict(restore_args), partial_restore=True
       ),
     )
+    _check_finite(variables['params'], step_dir / STATE)
     has_stats = self.has_eval_stats(step)
     if has_stats and jax.tree.leaves(abstract_variables['batch_stats']):
       stats = ocp.StandardCheckpointer().restore(
@@ -143,8 +203,8 @@ class Checkpointer:
       try:
         return step, restore_fn(step)
       except Exception as e:  # noqa: BLE001 - any failure means "try the next older one"
-        where = _file_in(e, str(self.directory / str(step)))
-        line = f'checkpoint {step} ({where}) cannot be restored: {_cause(e)}'
+        line = self._failure(step, e)
+        self.failed[step] = line
         logging.warning('%s', line)
         failures.append(line)
         if len(failures) < len(steps):

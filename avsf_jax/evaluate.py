@@ -146,7 +146,9 @@ def main(argv):
     else:
       results, per_video, names = evaluate_export(FLAGS.config, FLAGS.export, multi_view=multi_view)
       results['evaluated'] = {'export': str(storage.path(FLAGS.export))}
-  except (export.ExportError, FileNotFoundError, checkpointing.CheckpointError) as e:
+  except (storage.FileFault, FileNotFoundError, checkpointing.CheckpointError) as e:
+    if FLAGS.verbose:
+      raise
     raise SystemExit(f'evaluate: {e}') from None
   results['views'] = 'multi' if multi_view else 'single'
   if jax.process_index() == 0:
@@ -172,6 +174,7 @@ def define_flags() -> None:
     'With --workdir: recompute the BN statistics from the training split (evals.*) instead of '
     'using those saved with the checkpoint.',
   )
+  flags.DEFINE_bool('verbose', False, 'Show the traceback of a failure.')
   flags.mark_flags_as_required(['config', 'output'])
 
 

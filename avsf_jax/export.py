@@ -17,6 +17,7 @@ Without `--config`, the resolved config that training saved as WORKDIR/config.js
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import uuid
@@ -37,7 +38,7 @@ VERSION = 1
 PLATFORMS = ('cpu', 'cuda', 'tpu')
 
 
-class ExportError(ValueError):
+class ExportError(storage.FileFault):
   """The export cannot be written or read; the message names the path and the reason."""
 
 
@@ -65,6 +66,9 @@ class ExportedModel:
         f'predict: batch lacks {missing}; the export needs {sorted(self.input_spec)}'
       )
     inputs = {}
+    sizes = {np.shape(batch[name])[0] if np.ndim(batch[name]) else None for name in batch}
+    if sizes & {0, None}:
+      raise ExportError('predict: an empty batch (or a scalar input); give at least one example')
     for name, shape in self.input_spec.items():
       value = jnp.asarray(batch[name], jnp.float32)
       if tuple(value.shape[1:]) != tuple(shape):
@@ -111,26 +115,30 @@ def write(
   exported = jax.export.export(jax.jit(apply_fn), platforms=tuple(platforms))(
     variable_specs, input_specs
   )
+  metadata = {
+    'format': FORMAT,
+    'version': VERSION,
+    'model_config': dict(model_config),
+    'class_names': list(class_names),
+    'input_spec': {k: list(v) for k, v in input_spec.items()},
+    'preprocessing': dict(preprocessing),
+    'platforms': list(platforms),
+    **dict(extra_metadata or {}),
+  }
 
   output.parent.mkdir(parents=True, exist_ok=True)
+  if storage.is_url(output):
+    # An object store renames a folder object by object, so a renamed export could be seen
+    # half-copied. Written in place instead, with metadata.json (which `load` requires) last:
+    # the completion marker. A replaced export loses its metadata.json first.
+    if output.exists():
+      (output / 'metadata.json').unlink(missing_ok=True)
+      output.rmtree()
+    _write_files(output, exported, variables, metadata)
+    return output
   tmp = output.parent / f'.{output.name}.tmp-{uuid.uuid4().hex[:8]}'
   try:
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(tmp / 'variables', variables)
-    checkpointer.wait_until_finished()
-    (tmp / 'predict.jaxexport').write_bytes(exported.serialize())
-    metadata = {
-      'format': FORMAT,
-      'version': VERSION,
-      'model_config': dict(model_config),
-      'class_names': list(class_names),
-      'input_spec': {k: list(v) for k, v in input_spec.items()},
-      'preprocessing': dict(preprocessing),
-      'platforms': list(platforms),
-      **dict(extra_metadata or {}),
-    }
-    # metadata.json is written last: a directory without it is not an export (`load` says so).
-    (tmp / 'metadata.json').write_text(json.dumps(metadata, indent=2, sort_keys=True, default=str))
+    _write_files(tmp, exported, variables, metadata)
     if output.exists():
       trash = output.parent / f'.{output.name}.old-{uuid.uuid4().hex[:8]}'
       output.rename(trash)
@@ -142,6 +150,43 @@ def write(
     if tmp.exists():
       tmp.rmtree(missing_ok=True)
   return output
+
+
+def _digests(folder: epath.Path) -> dict[str, str]:
+  """sha256 of predict.jaxexport and of every file under variables/, by relative path."""
+  files = [folder / 'predict.jaxexport']
+  for root, _, names in (folder / 'variables').walk():
+    files += sorted(epath.Path(root) / name for name in names)
+  return {
+    str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+    for p in files
+    if p.exists()
+  }
+
+
+def _verify(folder: epath.Path, digests: Mapping[str, str]) -> None:
+  """ExportError naming the first file that is missing, unreadable or changed."""
+  for name, digest in sorted(digests.items()):
+    try:
+      data = storage.read_bytes(folder / name, 'export file')
+    except storage.FileFault as e:
+      raise ExportError(str(e)) from None
+    if hashlib.sha256(data).hexdigest() != digest:
+      raise ExportError(
+        f'{folder / name}: damaged (its sha256 differs from the one the export recorded: '
+        'corrupt, truncated or replaced bytes)'
+      )
+
+
+def _write_files(folder: epath.Path, exported, variables, metadata) -> None:
+  """variables/, predict.jaxexport, then metadata.json (with their sha256): a folder without
+  metadata.json is no export."""
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(folder / 'variables', variables)
+  checkpointer.wait_until_finished()
+  (folder / 'predict.jaxexport').write_bytes(exported.serialize())
+  metadata = {**metadata, 'sha256': _digests(folder)}
+  (folder / 'metadata.json').write_text(json.dumps(metadata, indent=2, sort_keys=True, default=str))
 
 
 def load(export_dir: str | os.PathLike) -> ExportedModel:
@@ -156,8 +201,10 @@ def load(export_dir: str | os.PathLike) -> ExportedModel:
   if not meta_path.exists():
     raise ExportError(f'{path}: not an avsf_jax export (no metadata.json)')
   try:
-    metadata = json.loads(meta_path.read_text())
-  except (UnicodeDecodeError, json.JSONDecodeError, OSError) as e:
+    metadata = json.loads(storage.read_text(meta_path, 'export metadata'))
+  except storage.FileFault as e:
+    raise ExportError(str(e)) from None
+  except json.JSONDecodeError as e:
     raise ExportError(f'{meta_path}: not readable JSON ({e})') from None
   if not isinstance(metadata, dict) or metadata.get('format') != FORMAT:
     raise ExportError(f'{meta_path}: not avsf_jax export metadata (expected format {FORMAT!r})')
@@ -165,6 +212,7 @@ def load(export_dir: str | os.PathLike) -> ExportedModel:
     raise ExportError(
       f'{meta_path}: export format version {metadata.get("version")}, expected {VERSION}'
     )
+  _verify(path, metadata.get('sha256') or {})  # exports of older versions have none
   try:
     variables = ocp.StandardCheckpointer().restore(path / 'variables')
   except Exception as e:  # noqa: BLE001 - orbax raises many kinds; the message says which
@@ -175,9 +223,11 @@ def load(export_dir: str | os.PathLike) -> ExportedModel:
   _check_finite(variables, str(path / 'variables'))
   function_path = path / 'predict.jaxexport'
   try:
-    function = jax.export.deserialize(bytearray(function_path.read_bytes()))
-  except FileNotFoundError:
-    raise ExportError(f'{function_path}: missing') from None
+    raw = storage.read_bytes(function_path, 'serialized predict function')
+  except storage.FileFault as e:
+    raise ExportError(str(e)) from None
+  try:
+    function = jax.export.deserialize(bytearray(raw))
   except Exception as e:  # noqa: BLE001 - flatbuffer / struct errors of a damaged file
     raise ExportError(
       f'{function_path}: damaged or not a jax.export file ({_first_line(e)})'
@@ -299,7 +349,9 @@ def main(argv):
     path = export_workdir(
       config, args.workdir, args.output, step=args.step, overwrite=args.overwrite
     )
-  except (ExportError, FileNotFoundError, checkpointing.CheckpointError) as e:
+  except (storage.FileFault, FileNotFoundError, checkpointing.CheckpointError) as e:
+    if args.verbose:
+      raise
     raise SystemExit(f'export: {e}') from None
   print(f'wrote {path}')
 
@@ -313,6 +365,7 @@ def _define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'Training workdir whose newest checkpoint to export.')
   flags.DEFINE_string('output', None, 'Export directory to write.')
   flags.DEFINE_bool('overwrite', False, 'Replace an existing export.')
+  flags.DEFINE_bool('verbose', False, 'Show the traceback of a failure.')
   flags.DEFINE_integer('step', None, 'Checkpoint step to export (default: the newest valid one).')
   flags.mark_flags_as_required(['workdir', 'output'])
 

@@ -7,6 +7,8 @@ decoy pairs of other colours elsewhere), to test skimming without decoding any v
 """
 
 import os
+import zipfile
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,18 +45,39 @@ def save_banks(
 
 def load_banks(path: str) -> dict:
   """Reads `save_banks` output: {'image': [..], 'audio': [..], 'labels', 'segments'?}."""
-  with np.load(path) as data:
-    missing = {'image', 'audio', 'offsets', 'labels'} - set(data.files)
-    if missing:
-      raise ValueError(f'{path}: missing arrays {sorted(missing)}; expected save_banks output')
-    o = data['offsets']
-    out = {
-      'image': [data['image'][a:b] for a, b in zip(o[:-1], o[1:])],
-      'audio': [data['audio'][a:b] for a, b in zip(o[:-1], o[1:])],
-      'labels': data['labels'],
-    }
-    if 'segments' in data.files:
-      out['segments'] = data['segments']
+  from avsf_jax import storage  # noqa: PLC0415
+
+  storage.check_readable(path, 'feature bank')
+  try:
+    data = np.load(path)
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # not .npz, damaged
+    raise storage.FileFault(
+      f'{path}: not a readable feature bank (.npz; truncated, damaged or another format: '
+      f'{storage.first_line(error)})'
+    ) from None
+  if not hasattr(data, 'files'):
+    raise storage.FileFault(f'{path}: a single array, expected save_banks output (.npz)')
+  try:
+    with data:
+      missing = {'image', 'audio', 'offsets', 'labels'} - set(data.files)
+      if missing:
+        raise storage.FileFault(
+          f'{path}: missing arrays {sorted(missing)}; expected save_banks output'
+        )
+      o = data['offsets']
+      out = {
+        'image': [data['image'][a:b] for a, b in zip(o[:-1], o[1:])],
+        'audio': [data['audio'][a:b] for a, b in zip(o[:-1], o[1:])],
+        'labels': data['labels'],
+      }
+      if 'segments' in data.files:
+        out['segments'] = data['segments']
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+    if isinstance(error, storage.FileFault):
+      raise
+    raise storage.FileFault(
+      f'{path}: a damaged feature bank ({storage.first_line(error)})'
+    ) from None
   return out
 
 

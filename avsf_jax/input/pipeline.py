@@ -9,6 +9,7 @@ process reads only its own share of each global batch, and a resumed run starts 
 
 import functools
 import os
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -34,8 +35,19 @@ def hide_accelerators_from_tf() -> None:
   mesh.hide_accelerators_from_tensorflow()
 
 
+BUILD_WAIT_S = 3600.0  # how long processes other than 0 wait for process 0's first build
+
+
 def get_builder(config) -> builders.VideoBuilder:
-  """The prepared builder of `config.input.dataset`; builds `synthetic_av` on first use."""
+  """The prepared builder of `config.input.dataset`; builds `synthetic_av` on first use.
+
+  The first build runs in process 0 only (under a file lock, so that independent jobs on one
+  machine build a shared cache once); the other processes poll for its completion marker
+  for up to `$AVSF_BUILD_WAIT_S` seconds (default `BUILD_WAIT_S`) and then stop with a
+  message naming the folder.
+  """
+  import jax  # noqa: PLC0415 - the process index; jax is loaded by every caller already
+
   hide_accelerators_from_tf()
   data_dir = config.input.data_dir or default_data_dir()
   builder = builders.get_builder(
@@ -44,18 +56,45 @@ def get_builder(config) -> builders.VideoBuilder:
     short_side=config.input.frame_short_side,
     keep_no_audio=config.input.keep_no_audio,
   )
-  if not builders.is_prepared(builder):
-    if config.input.dataset != 'synthetic_av':
+  if config.input.dataset != 'synthetic_av':
+    if not builders.is_prepared(builder):
       raise FileNotFoundError(
         f'{builder.data_dir}: dataset {config.input.dataset!r} is not prepared; run '
         f'python -m avsf_jax.tools.prepare_dataset --dataset={config.input.dataset} '
         f'--manual_dir=DIR --data_dir={data_dir}'
       )
+    return builder
+  if builders.is_complete(builder):
+    return builder
+  if jax.process_index() == 0:
     manual_dir = os.path.join(data_dir, 'synthetic_av_raw')
-    print(f'synthetic_av: not found in {data_dir}; building it (about a minute on 2 cores)')
+    if not builders.is_prepared(builder):
+      print(f'synthetic_av: not found in {data_dir}; building it (about a minute on 2 cores)')
     skipped = builders.build(builder, manual_dir)
     print(f'synthetic_av: {builder.prepared} prepared, {len(builder.skipped)} skipped ({skipped})')
-  return builder
+  else:
+    wait_for_build(builder, float(os.environ.get('AVSF_BUILD_WAIT_S', BUILD_WAIT_S)))
+  # A builder reads its dataset_info when created: one made before the data existed (or
+  # while another process built it) does not see the splits. Open it again.
+  return builders.get_builder(
+    config.input.dataset,
+    data_dir,
+    short_side=config.input.frame_short_side,
+    keep_no_audio=config.input.keep_no_audio,
+  )
+
+
+def wait_for_build(builder: builders.VideoBuilder, timeout_s: float, poll_s: float = 1.0) -> None:
+  """Waits until `builder`'s completion marker exists; TimeoutError naming the folder if not."""
+  deadline = time.monotonic() + timeout_s
+  while not builders.is_complete(builder):
+    if time.monotonic() > deadline:
+      raise TimeoutError(
+        f'{builder.data_dir}: process 0 has not finished building {builder.name} after '
+        f"{timeout_s:.0f} s (no {builders.PREPARED_MARKER} marker); check process 0's log, "
+        'or raise $AVSF_BUILD_WAIT_S'
+      )
+    time.sleep(poll_s)
 
 
 def dataset_info(config) -> info_lib.DatasetInfo:

@@ -85,5 +85,16 @@ def merge(fresh: Any, pretrained: Any) -> tuple[dict, InitReport]:
 
 
 def load(export_dir: str, fresh: Any) -> tuple[dict, InitReport]:
-  """`merge(fresh, variables of the export at export_dir)`."""
-  return merge(fresh, export.load(export_dir).variables)
+  """`merge(fresh, variables of the export at export_dir)`.
+
+  Errors name the export and the fault (`export.ExportError`): a damaged export, NaN or Inf
+  in its variables, or an export of another model (not one tensor matches in path and shape).
+  """
+  variables, report = merge(fresh, export.load(export_dir).variables)
+  if report.loaded == 0:
+    raise export.ExportError(
+      f'{export_dir}: init_from: no tensor of this export matches the model in name and '
+      f'shape (an export of another model?): {len(report.not_in_export)} not in the export, '
+      f'{len(report.reinitialised)} of another shape'
+    )
+  return variables, report

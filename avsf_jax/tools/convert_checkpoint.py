@@ -32,9 +32,12 @@ def class_names_for(config, path: str | None = None) -> list[str]:
     candidate = DATA_DIR / f'{config.input.dataset}_classes.txt'
     path = str(candidate) if candidate.is_file() else None
   if path is not None:
-    names = [line.strip() for line in open(path, encoding='utf-8') if line.strip()]
+    from avsf_jax import storage  # noqa: PLC0415
+
+    text = storage.read_text(path, 'class-name file')
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if isinstance(num, int) and len(names) != num:
-      raise ValueError(f'{path}: {len(names)} class names for a {num}-class model')
+      raise storage.FileFault(f'{path}: {len(names)} class names for a {num}-class model')
     return names
   if isinstance(num, int):
     return [f'class_{i}' for i in range(num)]
@@ -71,7 +74,27 @@ def convert_file(config, source: str, input_path: str, *, allow_partial: bool = 
 
 
 def main(argv):
+  """The command line; a bad input file ends it with one line naming the file and the fault
+  (the traceback too with --verbose)."""
   del argv
+  from avsf_jax import export, storage  # noqa: PLC0415
+  from avsf_jax.interop import checkpoint_io, convert  # noqa: PLC0415
+
+  faults = (
+    storage.FileFault,
+    checkpoint_io.UnsafeCheckpointError,
+    convert.ConversionError,
+    export.ExportError,
+  )
+  try:
+    _convert()
+  except faults as e:
+    if flags.FLAGS.verbose:
+      raise
+    sys.exit(f'convert_checkpoint: {e}')
+
+
+def _convert():
   for name, value in (('config', flags.FLAGS.config), ('source', flags.FLAGS.source)):
     if value is None:
       sys.exit(f'convert_checkpoint: --{name} is required')
@@ -105,6 +128,7 @@ def define_flags() -> None:
   flags.DEFINE_string('output', None, 'Export directory to write.')
   flags.DEFINE_bool('allow_partial', False, 'Convert despite missing tensors.')
   flags.DEFINE_bool('overwrite', False, 'Replace an existing export.')
+  flags.DEFINE_bool('verbose', False, 'Show the traceback of a failure.')
   flags.DEFINE_string(
     'class_names', None, 'Text file with one class name per line (default: from the dataset).'
   )

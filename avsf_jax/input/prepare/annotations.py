@@ -3,17 +3,59 @@
 A record is a plain dict: `key` (unique), `path` (None when the file is missing), `start` /
 `end` (seconds into the file, None for a trimmed clip), and the label fields of its dataset.
 Records whose video is missing are still returned so that the build can report them.
+An annotation file that cannot be read (missing, denied, empty, binary) or holds a bad row (a
+missing column, a value that is not a number) is a `storage.FileFault` naming the file, the
+line and the fault.
 """
 
 import csv
+import io
 import os
 import re
+
+from avsf_jax import storage
 
 VIDEO_EXTENSIONS = ('.mp4', '.webm', '.mkv', '.avi', '.mov')
 # `<youtube_id>_<start:06d>_<end:06d>` as the common Kinetics downloaders name trimmed clips.
 _TRIMMED = re.compile(r'^(?P<id>.+)_(?P<start>\d{6})_(?P<end>\d{6})$')
 
 KINETICS_SPLITS = {'train': 'train.csv', 'validation': 'validate.csv', 'test': 'test.csv'}
+
+
+class _Rows:
+  """The rows of a CSV file, as a context manager that turns a bad row into a FileFault
+  naming the file and the line (`with _Rows(path) as rows: for row in rows: ...`)."""
+
+  def __init__(self, path: str, what: str = 'annotation CSV', columns: tuple[str, ...] = ()):
+    self.path = path
+    self.line = 1
+    self._reader = csv.DictReader(io.StringIO(storage.read_text(path, what), newline=''))
+    missing = [c for c in columns if c not in (self._reader.fieldnames or ())]
+    if missing:
+      raise storage.FileFault(
+        f'{path}: not a valid {what}: the header lacks {missing} (found {self._reader.fieldnames})'
+      )
+
+  def __enter__(self):
+    return self
+
+  def __iter__(self):
+    for row in self._reader:
+      self.line = self._reader.line_num
+      yield row
+
+  def __exit__(self, kind, error, traceback):
+    if isinstance(error, KeyError):
+      raise storage.FileFault(
+        f'{self.path}: line {self.line}: no column {error} (columns: {self._reader.fieldnames})'
+      ) from None
+    if isinstance(error, ValueError | TypeError | AttributeError | IndexError) and not (
+      isinstance(error, storage.FileFault)
+    ):
+      raise storage.FileFault(
+        f'{self.path}: line {self.line}: bad value ({storage.first_line(error)})'
+      ) from None
+    return False
 
 
 def index_videos(root: str) -> dict[str, tuple[str, bool]]:
@@ -35,8 +77,8 @@ def index_videos(root: str) -> dict[str, tuple[str, bool]]:
 
 
 def read_class_list(path: str) -> list[str]:
-  with open(path) as f:
-    return [line.strip() for line in f if line.strip()]
+  text = storage.read_text(path, 'class-name file')
+  return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def kinetics_records(manual_dir: str, class_names: list[str]) -> dict[str, list[dict]]:
@@ -53,8 +95,8 @@ def kinetics_records(manual_dir: str, class_names: list[str]) -> dict[str, list[
     if not os.path.exists(path):
       continue
     records = []
-    with open(path, newline='') as f:
-      for row in csv.DictReader(f):
+    with _Rows(path, columns=('youtube_id', 'time_start', 'time_end')) as rows:
+      for row in rows:
         label = (row.get('label') or '').strip()
         if label and label not in known:
           continue
@@ -96,8 +138,8 @@ def charades_records(manual_dir: str) -> dict[str, list[dict]]:
     if not os.path.exists(path):
       continue
     records = []
-    with open(path, newline='') as f:
-      for row in csv.DictReader(f):
+    with _Rows(path) as rows:
+      for row in rows:
         segments = []
         for action in filter(None, (row.get('actions') or '').split(';')):
           name, begin, finish = action.split()
@@ -126,11 +168,15 @@ def charades_class_names(manual_dir: str) -> list[str] | None:
   if not os.path.exists(path):
     return None
   names = {}
-  with open(path) as f:
-    for line in f:
-      if line.strip():
-        code, _, name = line.strip().partition(' ')
+  for number, line in enumerate(storage.read_text(path, 'class list').splitlines(), 1):
+    if line.strip():
+      code, _, name = line.strip().partition(' ')
+      try:
         names[int(code[1:])] = name
+      except ValueError:
+        raise storage.FileFault(
+          f'{path}: line {number}: expected "c<number> <name>", got {line.strip()[:60]!r}'
+        ) from None
   return [names.get(i, f'c{i:03d}') for i in range(max(names) + 1)] if names else None
 
 
@@ -141,8 +187,8 @@ def epic_class_names(manual_dir: str) -> dict[str, list[str]] | None:
     path = os.path.join(manual_dir, f'EPIC_100_{head}_classes.csv')
     if not os.path.exists(path):
       return None
-    with open(path, newline='') as f:
-      keys = {int(row['id']): row['key'] for row in csv.DictReader(f)}
+    with _Rows(path, 'class CSV') as rows:
+      keys = {int(row['id']): row['key'] for row in rows}
     heads[head] = [keys.get(i, f'{head}_{i}') for i in range(max(keys) + 1)]
   return heads
 
@@ -161,8 +207,8 @@ def epic_records(manual_dir: str) -> dict[str, list[dict]]:
     if not os.path.exists(path):
       continue
     records = []
-    with open(path, newline='') as f:
-      for row in csv.DictReader(f):
+    with _Rows(path) as rows:
+      for row in rows:
         video = videos.get(row['video_id'])
         records.append(
           {

@@ -24,6 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from avsf_jax import storage
+
 NUM_CLASSES = 80
 # The 60 classes of the standard protocol (`ava_action_list_v2.1_for_activitynet_2018.pbtxt`;
 # v2.2 has the same ids): the evaluator's whitelist when no label map is given.
@@ -34,8 +36,16 @@ EVALUATED_CLASS_IDS = (
 )  # fmt: skip
 
 
-class AvaFileError(ValueError):
+class AvaFileError(storage.FileFault):
   """A malformed AVA file; the message names the file, the line and what was expected."""
+
+
+def _read_text(path: str, what: str) -> str:
+  """The file as text; AvaFileError naming it when missing, denied, empty or binary."""
+  try:
+    return storage.read_text(path, what)
+  except storage.FileFault as error:
+    raise AvaFileError(str(error)) from None
 
 
 class BoxRow(NamedTuple):
@@ -179,8 +189,7 @@ def read_label_map(path: str) -> dict[int, str]:
   Accepts exactly `item { name: "..." id: N [label_type: ...] }` blocks (`label_id:` for
   `id:` as in v2.2); anything else is an error, as are duplicate ids or a missing name/id.
   """
-  with open(path) as f:
-    text = f.read()
+  text = _read_text(path, 'label map')
   classes: dict[int, str] = {}
   tokens = iter(_tokens(text, path))
   for line, kind, value in tokens:
@@ -244,26 +253,26 @@ _FRAME_LIST_HEADERS = (
 def read_frame_list(path: str) -> list[FrameRow]:
   """A space-separated frame list with its header -> `FrameRow`s, in file order."""
   rows = []
-  with open(path) as f:
-    for line, text in enumerate(f, start=1):
-      fields = text.split()
-      if line == 1:
-        if fields not in _FRAME_LIST_HEADERS:
-          _fail(path, line, f'expected the header {" ".join(_FRAME_LIST_HEADERS[0])!r}')
-        continue
-      if not fields:
-        continue
-      if len(fields) != 5:
-        _fail(path, line, f'expected 5 space-separated columns, got {len(fields)}')
-      rows.append(
-        FrameRow(
-          fields[0],
-          _int(fields[1], path, line, 'video_id'),
-          _int(fields[2], path, line, 'frame_id'),
-          fields[3],
-          fields[4],
-        )
+  text_lines = _read_text(path, 'frame list').splitlines(True)
+  for line, text in enumerate(text_lines, start=1):
+    fields = text.split()
+    if line == 1:
+      if fields not in _FRAME_LIST_HEADERS:
+        _fail(path, line, f'expected the header {" ".join(_FRAME_LIST_HEADERS[0])!r}')
+      continue
+    if not fields:
+      continue
+    if len(fields) != 5:
+      _fail(path, line, f'expected 5 space-separated columns, got {len(fields)}')
+    rows.append(
+      FrameRow(
+        fields[0],
+        _int(fields[1], path, line, 'video_id'),
+        _int(fields[2], path, line, 'frame_id'),
+        fields[3],
+        fields[4],
       )
+    )
   return rows
 
 
@@ -301,16 +310,18 @@ def load_proposals(path: str) -> dict[tuple[str, int], np.ndarray]:
 
   (K, 4) arrays get score 1. Loaded without running code from the file.
   """
-  with open(path, 'rb') as f:
-    data = f.read()
+  try:
+    data = storage.read_bytes(path, 'proposals pickle')
+  except storage.FileFault as error:
+    raise AvaFileError(str(error)) from None
   try:
     loaded = _ArrayUnpickler(io.BytesIO(data), path).load()
   except pickle.UnpicklingError as error:
     if str(error).startswith(f'{path}:'):
       raise AvaFileError(str(error)) from None
-    _fail(path, None, f'expected a pickle file ({error})')
+    _fail(path, None, f'expected a pickle file ({storage.first_line(error)})')
   except (EOFError, ValueError, TypeError, AttributeError) as error:
-    _fail(path, None, f'expected a pickle file ({type(error).__name__}: {error})')
+    _fail(path, None, f'expected a pickle file ({storage.first_line(error)})')
   if not isinstance(loaded, dict):
     _fail(path, None, f'expected a dict of "video_id,timestamp" -> boxes, got {type(loaded)}')
   proposals = {}

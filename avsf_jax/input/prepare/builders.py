@@ -8,9 +8,16 @@ index of its first frame there (`frame_offset`), so the pipeline reads only the 
 of a clip, not the whole video.
 Files that cannot become an aligned example are listed with their reason in `skipped.jsonl`
 next to the prepared data.
+
+Shared caches: a build holds a file lock beside the data (`<data_dir>.lock`), so two processes
+on one machine that find the same cache empty build it once (the second finds it prepared).
+Generated raw files and a finished dataset each get a completion marker, written last and
+atomically (`RAW_COMPLETE` in the raw folder, `PREPARED_MARKER` in the data folder): a folder
+without its marker is unfinished, whatever else it holds.
 """
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -18,6 +25,7 @@ import os
 import pathlib
 import sys
 
+import filelock
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -29,6 +37,16 @@ from avsf_jax.input.prepare import records as prepare
 
 DATA_DIR = pathlib.Path(__file__).resolve().parents[3] / 'data'
 SKIPPED_FILENAME = 'skipped.jsonl'
+RAW_COMPLETE = '.raw_complete'  # in a generated manual_dir: every raw file is written
+PREPARED_MARKER = '.prepared'  # in a data_dir: build() finished (data, class names, report)
+
+
+def write_marker(path: str, text: str = 'done\n') -> None:
+  """Writes a completion marker atomically: a temporary file renamed into place."""
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with tf.io.gfile.GFile(tmp, 'w') as f:
+    f.write(text)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def frames_path(data_dir: str, split: str) -> str:
@@ -190,12 +208,16 @@ class SyntheticAv(Kinetics400, skip_registration=True):
     return list(synthetic.CLASS_NAMES)
 
   def make_raw_files(self, manual_dir: str) -> None:
-    if os.path.exists(os.path.join(manual_dir, 'train.csv')):
+    """Generates the mp4s and CSVs unless their completion marker is there (a folder left
+    half-written by a killed run is generated again: generation is deterministic)."""
+    marker = os.path.join(manual_dir, RAW_COMPLETE)
+    if os.path.exists(marker):
       return
     print(f'synthetic_av: generating mp4 files in {manual_dir}', file=sys.stderr)
     context = multiprocessing.get_context('spawn')
     with concurrent.futures.ProcessPoolExecutor(self.num_workers, mp_context=context) as pool:
-      synthetic.generate(manual_dir, self.seed, pool, self.clips_per_class)
+      count = synthetic.generate(manual_dir, self.seed, pool, self.clips_per_class)
+    write_marker(marker, f'{count} clips\n')
 
 
 CLASS_NAMES_FILENAME = 'class_names.json'
@@ -293,18 +315,38 @@ def is_prepared(builder: VideoBuilder) -> bool:
   return tf.io.gfile.exists(os.path.join(builder.data_dir, 'dataset_info.json'))
 
 
+def is_complete(builder: VideoBuilder) -> bool:
+  """Whether `build` has finished writing the dataset (its marker, written last, exists)."""
+  return tf.io.gfile.exists(os.path.join(builder.data_dir, PREPARED_MARKER))
+
+
+def build_lock(builder: VideoBuilder):
+  """A lock serialising builds of `builder`'s data_dir by processes of one machine (a
+  `<data_dir>.lock` file beside it); a no-op context for URLs, where process 0 alone builds."""
+  if '://' in builder.data_dir:
+    return contextlib.nullcontext()
+  os.makedirs(os.path.dirname(builder.data_dir), exist_ok=True)
+  return filelock.FileLock(builder.data_dir + '.lock')
+
+
 def build(builder: VideoBuilder, manual_dir: str) -> str:
   """Prepares the dataset from `manual_dir`; returns the path of `skipped.jsonl`.
 
-  A dataset that is already prepared is left as it is (its `skipped.jsonl` included).
+  A dataset that is already prepared is left as it is (its `skipped.jsonl` included). Holds
+  `build_lock(builder)` throughout; a process that waited for it finds the dataset prepared.
+  The completion marker is written last.
   """
-  if is_prepared(builder):
-    return os.path.join(builder.data_dir, SKIPPED_FILENAME)
-  builder.make_raw_files(manual_dir)
-  download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-  builder.download_and_prepare(download_config=download_config)
-  names = builder.read_class_names(manual_dir)
-  if names:
-    with tf.io.gfile.GFile(os.path.join(builder.data_dir, CLASS_NAMES_FILENAME), 'w') as f:
-      json.dump(names, f)
-  return builder.write_skipped()
+  with build_lock(builder):
+    skipped = os.path.join(builder.data_dir, SKIPPED_FILENAME)
+    if not is_prepared(builder):
+      builder.make_raw_files(manual_dir)
+      download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+      builder.download_and_prepare(download_config=download_config)
+      names = builder.read_class_names(manual_dir)
+      if names:
+        with tf.io.gfile.GFile(os.path.join(builder.data_dir, CLASS_NAMES_FILENAME), 'w') as f:
+          json.dump(names, f)
+      skipped = builder.write_skipped()
+    if not is_complete(builder):
+      write_marker(os.path.join(builder.data_dir, PREPARED_MARKER))
+    return skipped

@@ -47,3 +47,10 @@ demo: venv
 
 clean:
 	rm -rf $(VENV) demo_run .pytest_cache
+
+# Listen to Look end to end on synthetic_untrimmed (spec §8.2): teacher -> distillation ->
+# fine-tune -> feature banks -> skimming -> every baseline; writes ltl_results.json and the
+# Fig. 7-style plot under $(DEMO_DIR)/ltl.
+.PHONY: demo-ltl
+demo-ltl: venv
+	JAX_PLATFORMS=cpu $(BIN)/python -m avsf_jax.tools.ltl_demo --out=$(DEMO_DIR)/ltl

@@ -1,11 +1,14 @@
 """Tasks: what a job trains and evaluates (batch spec, loss and metrics, evaluator) on the
 shared loop. `create(config, info)` builds the task `config.task` names."""
 
-from avsf_jax.tasks import classification
+from avsf_jax.tasks import classification, clip_finetune, distillation, skimming
 from avsf_jax.tasks.base import Task
 
 TASKS: dict[str, type[Task]] = {
   'classification': classification.Classification,
+  'clip_finetune': clip_finetune.ClipFinetune,
+  'distillation': distillation.Distillation,
+  'skimming': skimming.SkimmingTask,
 }
 
 

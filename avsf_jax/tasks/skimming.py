@@ -409,6 +409,20 @@ class SkimmingTask(base.Task):
   def predict(self, model, variables, batch):
     return predict_any(model, variables, batch)
 
+  def export_function(self, model):
+    """Banks in ('image', 'audio', 'mask'), {'scores': class softmax, 'indices': the chosen
+    pairs (B, T)} out (a fixed start key: the export is deterministic). Turn indices into time
+    stamps with the extraction's hop (index x hop_s seconds)."""
+
+    def apply(variables, inputs):
+      out = predict_any(model, variables, inputs)
+      result = {'scores': jax.nn.softmax(out['logits'], axis=-1)}
+      if 'indices' in out:
+        result['indices'] = out['indices']
+      return result
+
+    return apply
+
   def evaluate(self, predict_fn, variables, batches, *, progress=None):
     outputs, labels, segments = {}, [], []
     for batch in progress(batches) if progress else batches:

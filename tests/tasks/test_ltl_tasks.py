@@ -141,26 +141,18 @@ def test_distillation_step_trains_the_student_only_and_logs_both_terms(tmp_path)
   assert set(metrics) >= {'l1', 'kl', 'total', 'student_top1', 'teacher_top1'}
 
 
-def test_distillation_rejects_a_teacher_export_of_another_shape(tmp_path):
+def test_distillation_rejects_a_teacher_export_of_another_shape():
   config = _clip_config('demo_distillation')
-  other = ltl_models.build({**config.distill.teacher.to_dict(), 'widths': (4, 4, 4, 16)})
-  variables = jax.jit(functools.partial(other.init, train=False))(
-    jax.random.key(0), {'video': jnp.zeros((1, 4, 16, 16, 3))}
-  )
-  path = export.write(
-    tmp_path / 't',
-    apply_fn=lambda v, x: other.apply(v, x, train=False)[0],
-    variables=variables,
-    model_config={},
-    class_names=list(INFO.class_names),
-    input_spec={'video': [4, 16, 16, 3]},
-    preprocessing={},
-    platforms=('cpu',),
-  )
-  config.distill.teacher_export = str(path)
+  config.distill.teacher_export = 'EXPORT'
   task = tasks.create(config, INFO)
-  with pytest.raises(ValueError, match='teacher_export.*do not fit'):
-    jax.eval_shape(functools.partial(task.init_variables, task.build_model()), jax.random.key(0))
+  model = task.build_model()
+  abstract = jax.eval_shape(
+    functools.partial(super(type(task), task).init_variables, model), jax.random.key(0)
+  )
+  wrong = jax.tree.map(lambda x: np.zeros(x.shape + (1,), x.dtype), abstract)
+  task.__dict__['teacher_variables'] = {k: wrong[k]['teacher'] for k in ('params', 'batch_stats')}
+  with pytest.raises(ValueError, match="teacher_export='EXPORT'.*do not fit"):
+    jax.eval_shape(functools.partial(task.init_variables, model), jax.random.key(0))
 
 
 def test_distillation_config_errors_name_the_fields():
@@ -249,48 +241,33 @@ def _banks(n, seed, length=12):
   return batch
 
 
-def test_skimming_step_keeps_psi_bit_identical_and_copies_the_student(tmp_path):
+def test_skimming_step_keeps_psi_bit_identical_and_copies_the_student():
   config = _skim_config()
-  student = ltl_models.build(
-    {
-      'name': 'imgaud',
-      'num_classes': 8,
-      'embed_dim': 4,
-      'fusion_hidden': 8,
-      'widths': (4, 4, 4, 5),
-      'stage_blocks': (1, 1, 1, 1),
+  config.skim.student_export = 'STUDENT'
+  rng = np.random.default_rng(0)
+
+  def dense(i, o):
+    return {
+      'kernel': rng.standard_normal((i, o)).astype(np.float32),
+      'bias': rng.standard_normal(o).astype(np.float32),
     }
-  )
-  # A student whose z^I width is 5: Psi reads 5 + 5; the skimming banks are 5 + 3 wide, so
-  # the copy must refuse it, naming the field.
-  sv = jax.jit(functools.partial(student.init, train=False))(
-    jax.random.key(0), {'image': jnp.zeros((1, 16, 16, 3)), 'audio': jnp.zeros((1, 12, 8, 1))}
-  )
-  path = export.write(
-    tmp_path / 'student',
-    apply_fn=lambda v, x: student.apply(v, x, train=False)[0],
-    variables=sv,
-    model_config={},
-    class_names=list(INFO.class_names),
-    input_spec={'image': [16, 16, 3], 'audio': [12, 8, 1]},
-    preprocessing={},
-    platforms=('cpu',),
-  )
-  config.skim.student_export = str(path)
+
+  # The student's Psi reads z^I (5) + z^A (5) -> 8 -> 4, FC_cls 4 -> 8: it does not fit banks of
+  # 5 + 3, and the copy refuses it, naming the group; with banks of 5 + 5 it is copied.
+  student = {'fusion': {'fc1': dense(10, 8), 'fc2': dense(8, 4)}, 'classifier': dense(4, 8)}
   task = tasks.create(config, INFO)
-  with pytest.raises(ValueError, match="student_export.*'fusion'"):
+  task._student_params = student
+  with pytest.raises(ValueError, match="student_export='STUDENT'.*'fusion'"):
     jax.eval_shape(functools.partial(task.init_variables, task.build_model()), jax.random.key(0))
   config.skim.audio_dim = 5
   task = tasks.create(config, INFO)
+  task._student_params = student
   model = task.build_model()
   tx = train._freeze_untrainable(task.optimizer(lambda s: 0.1), task)
   state = _state(task, model, tx)
-  for a, b in zip(jax.tree.leaves(state.params['fusion']), jax.tree.leaves(sv['params']['fusion'])):
-    np.testing.assert_array_equal(a, b)
-  for a, b in zip(
-    jax.tree.leaves(state.params['classifier']), jax.tree.leaves(sv['params']['classifier'])
-  ):
-    np.testing.assert_array_equal(a, b)
+  for group in ('fusion', 'classifier'):
+    for a, b in zip(jax.tree.leaves(state.params[group]), jax.tree.leaves(student[group])):
+      np.testing.assert_array_equal(a, b)
   batch = _banks(4, 0)
   batch['audio'] = np.random.default_rng(1).standard_normal((4, 12, 5)).astype(np.float32)
   new, metrics = _step(task, model, state, tx, batch)
@@ -334,3 +311,31 @@ def test_skimming_evaluate_reports_video_metrics_and_hit_rate(kind):
     assert results['hit_rate'] == 0.5
   if kind == 'skimming':
     assert len([k for k in results if k.startswith('early_stop_')]) == 3
+
+
+def test_skimming_export_round_trip_gives_picks_and_scores(tmp_path):
+  config = _skim_config()
+  config.input.dataset = 'ltl_banks'
+  task = tasks.create(config, INFO)
+  model = task.build_model()
+  variables = jax.jit(functools.partial(task.init_variables, model))(jax.random.key(3))
+  spec = task.input_spec(train=False)
+  path = export.write(
+    tmp_path / 'skim',
+    apply_fn=task.export_function(model),
+    variables=variables,
+    model_config=config.model.to_dict(),
+    class_names=list(INFO.class_names),
+    input_spec={k: list(v.shape) for k, v in spec.items()},
+    preprocessing={'hop_s': 0.5},
+    platforms=('cpu',),
+  )
+  loaded = export.load(path)
+  batch = _banks(3, 4)
+  out = loaded.predict({k: batch[k] for k in ('image', 'audio', 'mask')})
+  direct = jax.jit(lambda v, b: task.predict(model, v, b))(variables, batch)
+  np.testing.assert_array_equal(out['indices'], direct['indices'])
+  np.testing.assert_allclose(out['scores'], jax.nn.softmax(direct['logits']), rtol=1e-5, atol=1e-6)
+  # Video 0 has 8 valid pairs: its 3 picks are distinct and valid.
+  picks = np.asarray(out['indices'][0])
+  assert len(set(picks.tolist())) == 3 and picks.max() < 8

@@ -65,13 +65,29 @@ def _train(config, workdir: str) -> tuple[dict, experiment_lib.Experiment, dict]
   return results, ex, variables
 
 
+def _export(path: str, ex, variables) -> None:
+  """An export of a clip_finetune job (params at the root; the log-mel statistics with it)."""
+  if os.path.exists(path):
+    return
+  spec = ex.task.input_spec(train=False)
+  export.write(
+    path,
+    apply_fn=ex.task.export_function(ex.model),
+    variables={'params': variables['params'], 'batch_stats': variables['batch_stats']},
+    model_config=ex.config.model.to_dict(),
+    class_names=list(ex.info.class_names),
+    input_spec={k: list(v.shape) for k, v in spec.items()},
+    preprocessing=distillation.preprocessing(ex.config),
+    extra_metadata={'task': ex.task.name},
+  )
+
+
 def clip_stage(out: str, scale: float) -> dict:
   res = {}
   config = _config('demo_teacher', scale)
   r, ex, v = _train(config, f'{out}/teacher')
   teacher_export = f'{out}/teacher_export'
-  if not os.path.exists(teacher_export):
-    export.write_experiment(teacher_export, ex, v)
+  _export(teacher_export, ex, v)
   res['teacher_top1'] = r['top1']
   video = {'video': np.zeros((1, 16, 48, 48, 3), np.float32)}
   res['teacher_gmacs_per_clip'] = stats.model_stats(ex.model, video)['gflops']
@@ -93,8 +109,7 @@ def clip_stage(out: str, scale: float) -> dict:
   res['teacher_over_student'] = res['teacher_gmacs_per_clip'] / res['student_gmacs_per_pair']
   config = _config('demo_finetune', scale, init_from=f'{out}/distillation_student')
   r, ex, v = _train(config, f'{out}/finetune')
-  if not os.path.exists(f'{out}/finetune_export'):
-    export.write_experiment(f'{out}/finetune_export', ex, v)
+  _export(f'{out}/finetune_export', ex, v)
   res['finetune_top1'] = r['top1']
   return res
 

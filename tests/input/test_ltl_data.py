@@ -105,6 +105,7 @@ def test_bank_batches_crop_to_the_configured_length_and_shift_segments(tmp_path)
     )
 
 
+@pytest.mark.slow  # builds, exports and runs a student on 8 short videos
 def test_extraction_tool_writes_resumable_sharded_banks(tmp_path):
   student_config = {
     'name': 'imgaud',

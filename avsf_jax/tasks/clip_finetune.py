@@ -4,7 +4,7 @@ One task for the two clip models of IMGAUD2VID, picked by `config.model.name`:
 
   'imgaud'    the student Phi fine-tuned on clips (the paper's §4.1 step after distillation:
               both streams, Psi and the classifier, cross-entropy on the clip's label); with
-              `init_from` the distilled student's export (`distillation.write_student_export`).
+              `init_from` the distilled student's export (`tools.ltl_demo.write_student_export`).
   'r2plus1d'  the clip teacher Omega trained on trimmed clips (the demo's teacher; on real data
               the converted torchvision R(2+1)D-18 plays that part).
 
@@ -36,6 +36,24 @@ def clip_inputs(config, model_config=None) -> dict[str, tuple[int, ...]]:
   audio = (config.audio.num_frames, config.audio.num_mel_bins, 1)
   shapes = {'image': (size, size, 3), 'audio': audio}
   return {m: shapes[m] for m in model_config.get('modalities', ('image', 'audio'))}
+
+
+def export_variables(export_dir: str, field: str) -> dict[str, Any]:
+  """The {'params', 'batch_stats'} of an export (`export.write`'s 'variables/' item), as numpy.
+
+  Read here with orbax rather than through `avsf_jax.export` (which reaches the experiment
+  core: tasks must not import it back). `field` names the config field, for the errors.
+  """
+  import orbax.checkpoint as ocp  # noqa: PLC0415
+
+  from avsf_jax import storage  # noqa: PLC0415
+
+  path = storage.path(export_dir)
+  if not (path / 'metadata.json').exists():
+    raise ValueError(f'{field}={export_dir!r}: not an avsf_jax export (no metadata.json)')
+  variables = ocp.StandardCheckpointer().restore(path / 'variables')
+  variables = jax.tree.map(np.asarray, variables)
+  return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
 
 
 def clip_top1(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -166,10 +166,7 @@ class Distillation(base.Task):
     source = self.config.distill.get('teacher_export', '')
     if not source:
       return None
-    from avsf_jax import export  # noqa: PLC0415 - only distillation from an export reads one
-
-    variables = export.load(source).variables
-    return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+    return clip_finetune.export_variables(source, 'config.distill.teacher_export')
 
   def init_variables(self, model, rng):
     variables = super().init_variables(model, rng)
@@ -286,27 +283,3 @@ def preprocessing(config) -> dict[str, Any]:
     'audio_mean': float(config.audio.mean),
     'audio_std': float(config.audio.std),
   }
-
-
-def write_student_export(output_dir, experiment, variables, *, overwrite: bool = False):
-  """Exports the distilled student alone (inputs image/audio, logits out; no teacher)."""
-  from avsf_jax import export  # noqa: PLC0415
-
-  config = experiment.config
-  student = experiment.model.student
-  spec = clip_finetune.clip_inputs(config)
-
-  def apply(v, inputs):
-    return student.apply(v, inputs, train=False)[0]
-
-  return export.write(
-    output_dir,
-    apply_fn=apply,
-    variables=student_variables(variables),
-    model_config=config.model.to_dict(),
-    class_names=list(experiment.info.class_names),
-    input_spec={k: list(s) for k, s in spec.items()},
-    preprocessing=preprocessing(config),
-    extra_metadata={'task': 'clip_finetune', 'distilled_from': config.distill.teacher_export},
-    overwrite=overwrite,
-  )

@@ -357,9 +357,10 @@ class SkimmingTask(base.Task):
     if not source:
       return None
     if not hasattr(self, '_student_params'):
-      from avsf_jax import export  # noqa: PLC0415
+      from avsf_jax.tasks import clip_finetune  # noqa: PLC0415
 
-      self._student_params = export.load(source).variables['params']
+      variables = clip_finetune.export_variables(source, 'config.skim.student_export')
+      self._student_params = variables['params']
     return self._student_params
 
   def _factors(self) -> dict[str, float]:

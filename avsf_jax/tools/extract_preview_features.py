@@ -63,7 +63,7 @@ def load_student(export_dir: str):
   if config.get('name') != 'imgaud':
     raise ValueError(
       f'{export_dir}: model_config.name={config.get("name")!r}; expected an '
-      "'imgaud' student export (clip_finetune or distillation.write_student_export)"
+      "'imgaud' student export (clip_finetune or tools.ltl_demo.write_student_export)"
     )
   model = ltl_models.build(config, f'{export_dir} model_config')
   variables = exported.variables

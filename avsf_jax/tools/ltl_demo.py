@@ -7,7 +7,7 @@ Stages, each a job of the shared loop (`train.train_and_evaluate`) with a varian
 
   1. teacher       clip_finetune of a tiny R(2+1)D on the trimmed clips -> teacher export
   2. distillation  IMGAUD2VID image+audio, image-only, audio-only (L1 + 100 KL, frozen teacher)
-                   -> student exports (`distillation.write_student_export`)
+                   -> student exports (`write_student_export`)
   3. finetune      the image-audio student fine-tuned on the clips (init_from its export)
   4. banks         `tools.extract_preview_features` on the untrimmed videos
   5. skimming      Ours, NON-RECURRENT and LSTM on the banks (Psi + FC_cls from step 3);
@@ -33,7 +33,7 @@ from avsf_jax.evaluation import skimming_baselines as sb
 from avsf_jax.evaluation import skimming_cost, skimming_plots
 from avsf_jax.input import feature_banks
 from avsf_jax.models import ltl_models, skimming, stats
-from avsf_jax.tasks import distillation
+from avsf_jax.tasks import clip_finetune, distillation
 from avsf_jax.tools import extract_preview_features
 
 CONFIG = os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'listen_to_look.py')
@@ -63,6 +63,28 @@ def _train(config, workdir: str) -> tuple[dict, experiment_lib.Experiment, dict]
   ex = experiment_lib.Experiment(config)
   variables, _ = ex.restore(workdir)
   return results, ex, variables
+
+
+def write_student_export(output_dir, experiment, variables, *, overwrite: bool = False):
+  """Exports the distilled student alone (inputs image/audio, logits out; no teacher)."""
+  config = experiment.config
+  student = experiment.model.student
+  spec = clip_finetune.clip_inputs(config)
+
+  def apply(v, inputs):
+    return student.apply(v, inputs, train=False)[0]
+
+  return export.write(
+    output_dir,
+    apply_fn=apply,
+    variables=distillation.student_variables(variables),
+    model_config=config.model.to_dict(),
+    class_names=list(experiment.info.class_names),
+    input_spec={k: list(s) for k, s in spec.items()},
+    preprocessing=distillation.preprocessing(config),
+    extra_metadata={'task': 'clip_finetune', 'distilled_from': config.distill.teacher_export},
+    overwrite=overwrite,
+  )
 
 
 def _export(path: str, ex, variables) -> None:
@@ -96,7 +118,7 @@ def clip_stage(out: str, scale: float) -> dict:
     r, ex, v = _train(config, f'{out}/{job}')
     path = f'{out}/{job}_student'
     if not os.path.exists(path):
-      distillation.write_student_export(path, ex, v)
+      write_student_export(path, ex, v)
     res[f'{job}_top1'] = r['top1']
     res[f'{job}_teacher_agreement'] = r['teacher_agreement']
     res[f'{job}_l1'] = r['l1']

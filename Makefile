@@ -73,3 +73,10 @@ demo-ava: venv
 # dataset caches (tests/storage).
 test-faults: venv
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS) tests/faults tests/storage
+
+# Listen to Look end to end on synthetic_untrimmed (spec §8.2): teacher -> distillation ->
+# fine-tune -> feature banks -> skimming -> every baseline; writes ltl_results.json and the
+# Fig. 7-style plot under $(DEMO_DIR)/ltl.
+.PHONY: demo-ltl
+demo-ltl: venv
+	JAX_PLATFORMS=cpu $(BIN)/python -m avsf_jax.tools.ltl_demo --out=$(DEMO_DIR)/ltl

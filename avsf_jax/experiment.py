@@ -25,6 +25,10 @@ from avsf_jax.evaluation import precise_bn
 
 def data_source(config: ml_collections.ConfigDict):
   """The module providing dataset_info / make_train_iterator / make_eval_iterator."""
+  if config.input.dataset in ('synthetic_ltl_clips', 'ltl_banks'):
+    from avsf_jax.input import ltl_data  # noqa: PLC0415
+
+    return ltl_data
   if config.input.dataset == 'fake':
     from avsf_jax.input import fake  # noqa: PLC0415
 

@@ -244,7 +244,8 @@ def preprocessing_of(config: Any) -> dict[str, Any]:
   """The constants a caller needs to turn a video into the export's inputs."""
   keys = ('num_frames', 'tau', 'mean', 'std', 'test_short_side', 'test_crop_size')
   out = {f'video_{k}': config.input[k] for k in keys if k in config.input}
-  out['video_alpha'] = config.model.alpha
+  if 'alpha' in config.model:
+    out['video_alpha'] = config.model.alpha
   out.update({f'audio_{k}': v for k, v in config.audio.items()})
   return out
 

@@ -22,8 +22,10 @@ def save_banks(
   audio: Sequence[np.ndarray],
   labels: Sequence[int],
   segments: Sequence[tuple[int, int]] | None = None,
+  fused: Sequence[np.ndarray] | None = None,
 ) -> str:
-  """Writes one split: the banks concatenated, 'offsets' (V + 1), 'labels', optional 'segments'."""
+  """Writes one split: the banks concatenated, 'offsets' (V + 1), 'labels', optional 'segments'
+  and optional 'fused' (Psi of every pair, concatenated like the banks)."""
   lengths = [len(x) for x in image]
   if lengths != [len(x) for x in audio] or len(lengths) != len(labels):
     raise ValueError(
@@ -38,13 +40,16 @@ def save_banks(
   }
   if segments is not None:
     arrays['segments'] = np.asarray(segments, np.int32)
+  if fused is not None:
+    arrays['fused'] = np.concatenate(fused).astype(np.float32)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   np.savez(path, **arrays)
   return path
 
 
 def load_banks(path: str) -> dict:
-  """Reads `save_banks` output: {'image': [..], 'audio': [..], 'labels', 'segments'?}."""
+  """Reads `save_banks` output: {'image': [..], 'audio': [..], 'labels', 'segments'?,
+  'fused'?: [..]}."""
   from avsf_jax import storage  # noqa: PLC0415
 
   storage.check_readable(path, 'feature bank')
@@ -72,6 +77,8 @@ def load_banks(path: str) -> dict:
       }
       if 'segments' in data.files:
         out['segments'] = data['segments']
+      if 'fused' in data.files:
+        out['fused'] = [data['fused'][a:b] for a, b in zip(o[:-1], o[1:])]
   except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
     if isinstance(error, storage.FileFault):
       raise

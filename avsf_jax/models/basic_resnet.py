@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from avsf_jax.models import layers
+from avsf_jax.models import convolution, layers
 
 ModuleDef = Callable[..., nn.Module]
 
@@ -115,6 +115,6 @@ class _Stem(nn.Module):
       x,
       kernel.astype(self.dtype),
       (self.stride, self.stride),
-      layers.torch_padding((7, 7)),
+      convolution.torch_padding((7, 7)),
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
     )

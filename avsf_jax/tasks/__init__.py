@@ -1,7 +1,15 @@
 """Tasks: what a job trains and evaluates (batch spec, loss and metrics, evaluator) on the
 shared loop. `create(config, info)` builds the task `config.task` names."""
 
-from avsf_jax.tasks import classification, detection, linear_probe, pretraining
+from avsf_jax.tasks import (
+  classification,
+  clip_finetune,
+  detection,
+  distillation,
+  linear_probe,
+  pretraining,
+  skimming,
+)
 from avsf_jax.tasks.base import Task
 
 TASKS: dict[str, type[Task]] = {
@@ -9,6 +17,9 @@ TASKS: dict[str, type[Task]] = {
   'pretraining': pretraining.Pretraining,
   'linear_probe': linear_probe.LinearProbe,
   'detection': detection.Detection,
+  'clip_finetune': clip_finetune.ClipFinetune,
+  'distillation': distillation.Distillation,
+  'skimming': skimming.SkimmingTask,
 }
 
 

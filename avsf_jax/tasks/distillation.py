@@ -14,8 +14,17 @@ constants (`stop_gradient`): Omega is frozen. Clip-level fine-tuning (section 2.
 cross-entropy against the clip's video label: `avsf_jax.losses.softmax_cross_entropy`.
 """
 
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from avsf_jax.models import ltl_models
+from avsf_jax.tasks import base, clip_finetune
 
 KL_WEIGHT = 100.0  # lambda of Eq. (4), section 4 of the paper.
 
@@ -77,3 +86,200 @@ def distillation_loss(
   kl = _masked_mean(soft_target_cross_entropy(student_logits, teacher_logits), mask)
   total = l1 + kl_weight * kl
   return total, {'l1': l1, 'kl': kl, 'total': total}
+
+
+# -- the task on the shared loop --------------------------------------------------------------
+
+
+class StudentTeacher(nn.Module):
+  """The student Phi beside the frozen teacher Omega: params {'student': ..., 'teacher': ...}.
+
+  The teacher always runs in eval mode (running BN statistics, nothing mutated) and its
+  outputs pass through `stop_gradient`; `Distillation.trainable` keeps its parameters out of
+  the optimizer, so they are carried over bit-for-bit.
+  """
+
+  student: nn.Module
+  teacher: nn.Module
+
+  @nn.compact
+  def __call__(self, inputs, *, train: bool):
+    logits, aux = self.student(inputs, train=train)
+    teacher_logits, teacher_aux = self.teacher({'video': inputs['video']}, train=False)
+    aux = dict(
+      aux,
+      teacher_logits=jax.lax.stop_gradient(teacher_logits),
+      teacher_descriptor=jax.lax.stop_gradient(teacher_aux['pooled']),
+    )
+    return logits, aux
+
+
+class Distillation(base.Task):
+  """IMGAUD2VID (paper §3.2): the student learns the frozen teacher's descriptor and posterior.
+
+  Config: `config.model` is the student (`name='imgaud'`), `config.distill.teacher` the
+  teacher (`name='r2plus1d'`), `config.distill.teacher_export` the export whose variables the
+  teacher takes (a `clip_finetune` teacher, or a converted torchvision R(2+1)D-18 written with
+  `export.write_from_config`; empty: the teacher's fresh init, for tests), and
+  `config.distill.kl_weight` lambda. Batches: the student's inputs, 'video' (the teacher's
+  clip) and 'label' (used for logging and evaluation only).
+  """
+
+  name = 'distillation'
+
+  def check_dataset(self) -> None:
+    teacher_classes = self.config.distill.teacher.num_classes
+    if self.config.model.num_classes != teacher_classes:
+      raise ValueError(
+        f'config.model.num_classes={self.config.model.num_classes} but '
+        f'config.distill.teacher.num_classes={teacher_classes}: the student hallucinates the '
+        "teacher's posterior, so both need the teacher's classes"
+      )
+
+  def build_model(self) -> StudentTeacher:
+    if self.config.model.get('name') != 'imgaud':
+      raise ValueError(
+        f'distillation: config.model.name={self.config.model.get("name")!r}; '
+        "expected 'imgaud' (the student)"
+      )
+    if self.config.distill.teacher.get('name') != 'r2plus1d':
+      raise ValueError(
+        f'distillation: config.distill.teacher.name={self.config.distill.teacher.get("name")!r};'
+        " expected 'r2plus1d'"
+      )
+    return StudentTeacher(
+      student=ltl_models.build(self.config.model),
+      teacher=ltl_models.build(self.config.distill.teacher, 'config.distill.teacher'),
+    )
+
+  def input_spec(self, *, train: bool) -> dict[str, jax.ShapeDtypeStruct]:
+    del train
+    shapes = {
+      **clip_finetune.clip_inputs(self.config),
+      **clip_finetune.clip_inputs(self.config, self.config.distill.teacher),
+    }
+    return {k: jax.ShapeDtypeStruct(s, jnp.float32) for k, s in shapes.items()}
+
+  @functools.cached_property
+  def teacher_variables(self) -> dict[str, Any] | None:
+    """The teacher export's {'params', 'batch_stats'} (numpy), or None without an export."""
+    source = self.config.distill.get('teacher_export', '')
+    if not source:
+      return None
+    return clip_finetune.export_variables(source, 'config.distill.teacher_export')
+
+  def init_variables(self, model, rng):
+    variables = super().init_variables(model, rng)
+    loaded = self.teacher_variables
+    if loaded is None:
+      return variables
+    out = {}
+    for collection in ('params', 'batch_stats'):
+      fresh = variables[collection]['teacher']
+      theirs = loaded[collection]
+      want = jax.tree_util.tree_structure(fresh)
+      if jax.tree_util.tree_structure(theirs) != want or any(
+        np.shape(a) != np.shape(b)
+        for a, b in zip(jax.tree.leaves(fresh), jax.tree.leaves(theirs), strict=True)
+      ):
+        raise ValueError(
+          f'config.distill.teacher_export={self.config.distill.teacher_export!r}: its '
+          f'{collection} do not fit config.distill.teacher (different tree or shapes)'
+        )
+      teacher = jax.tree.map(lambda a, b: jnp.asarray(b, a.dtype), fresh, theirs)
+      out[collection] = {**variables[collection], 'teacher': teacher}
+    return out
+
+  def trainable(self, params):
+    if params is None:
+      return True
+    return {
+      name: jax.tree.map(lambda _, t=(name != 'teacher'): t, sub) for name, sub in params.items()
+    }
+
+  def loss(self, model, params, batch_stats, batch, rng, step):
+    del rng, step
+    (logits, aux), updates = model.apply(
+      {'params': params, 'batch_stats': batch_stats},
+      self.model_inputs(batch),
+      train=True,
+      mutable=['batch_stats'],
+    )
+    loss, terms = distillation_loss(
+      logits,
+      aux['fused'],
+      aux['teacher_logits'],
+      aux['teacher_descriptor'],
+      kl_weight=self.config.distill.kl_weight,
+    )
+    labels = batch['label']
+    metrics = {
+      **terms,
+      'student_top1': jnp.mean(jnp.argmax(logits, -1) == labels),
+      'teacher_top1': jnp.mean(jnp.argmax(aux['teacher_logits'], -1) == labels),
+    }
+    return loss, (updates['batch_stats'], metrics)
+
+  def predict(self, model, variables, batch):
+    logits, aux = model.apply(variables, self.model_inputs(batch), train=False)
+    return {
+      'logits': logits,
+      'teacher_logits': aux['teacher_logits'],
+      'l1': descriptor_l1(aux['fused'], aux['teacher_descriptor']),
+    }
+
+  def evaluate(
+    self,
+    predict_fn: Callable,
+    variables: Any,
+    batches: Iterable,
+    *,
+    progress: Callable[[Iterable], Iterable] | None = None,
+  ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    out = clip_finetune.gather(
+      predict_fn, variables, batches, progress, ('logits', 'teacher_logits', 'l1')
+    )
+    agreement = np.mean(out['logits'].argmax(-1) == out['teacher_logits'].argmax(-1))
+    results = {
+      'top1': clip_finetune.clip_top1(out['logits'], out['label']),
+      'teacher_top1': clip_finetune.clip_top1(out['teacher_logits'], out['label']),
+      'teacher_agreement': float(100.0 * agreement),
+      'l1': float(out['l1'].mean()),
+      'clips': len(out['label']),
+    }
+    return results, out
+
+  def export_function(self, model):
+    student = model.student
+
+    def apply(variables, inputs):
+      return student.apply(
+        {
+          'params': variables['params']['student'],
+          'batch_stats': variables['batch_stats']['student'],
+        },
+        inputs,
+        train=False,
+      )[0]
+
+    return apply
+
+
+def student_variables(variables: dict[str, Any]) -> dict[str, Any]:
+  """The student's share of a distillation run's variables, at the root (as `clip_finetune`'s
+  `imgaud` model names them), so that an export of it initialises fine-tuning."""
+  return {
+    'params': variables['params']['student'],
+    'batch_stats': variables.get('batch_stats', {}).get('student', {}),
+  }
+
+
+def preprocessing(config) -> dict[str, Any]:
+  """What turns a pair into the student's inputs: frame size, and the log-mel's normalisation
+  (`config.audio.mean/std`, the training clips' statistics)."""
+  return {
+    'image_size': config.input.crop_size,
+    'audio': 'input.ltl_data.log_mel',
+    'audio_mean': float(config.audio.mean),
+    'audio_std': float(config.audio.std),
+  }

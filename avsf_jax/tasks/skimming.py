@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from avsf_jax.evaluation import skimming_baselines as sb
+from avsf_jax.tasks import base
 
 # Parameter groups of the released recipe and their learning-rate factors.
 GROUP_FACTORS = {'default': 1.0, 'classifier': 0.1, 'fusion': 0.0}
@@ -259,3 +260,192 @@ def make_train_step(model, optimizer: optax.GradientTransformation, **loss_kwarg
     return optax.apply_updates(params, updates), new_stats, opt_state, metrics
 
   return step
+
+
+# -- the task on the shared loop --------------------------------------------------------------
+
+
+def predict_any(model, variables, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+  """`predict` for Ours and for the NON-RECURRENT / LSTM baselines (which have no steps): the
+  outputs a model lacks are left out."""
+  from avsf_jax.models import skimming as skimming_model  # noqa: PLC0415
+
+  if isinstance(model, skimming_model.Skimming):
+    return predict(model, variables, batch)
+  logits, aux = model.apply(variables, {k: batch[k] for k in MODEL_INPUTS}, train=False)
+  out = {'logits': logits}
+  if 'indices' in aux:
+    out['indices'] = aux['indices']
+  return out
+
+
+def hit_rate(indices: np.ndarray, segments: np.ndarray) -> float:
+  """Fraction of picked positions inside [start, end) of each video's segment."""
+  indices, segments = np.asarray(indices), np.asarray(segments)
+  inside = (indices >= segments[:, :1]) & (indices < segments[:, 1:])
+  return float(inside.mean())
+
+
+class SkimmingTask(base.Task):
+  """IMGAUD-SKIMMING (and its NON-RECURRENT / LSTM baselines) on feature banks.
+
+  Config: `config.model` (`name` 'skimming', 'non_recurrent' or 'lstm', and the module's
+  fields); `config.skim`: `image_dim` / `audio_dim` (the banks' widths), `length` (the padded
+  bank length L of every batch), `min_len` / `max_len` (the training crop, drawn per batch),
+  `student_export` (the fine-tuned student whose Psi ('fusion') and FC_cls ('classifier')
+  are copied in; empty: fresh), `group_factors` (learning-rate factor per parameter group of
+  `param_group`; 0 freezes the group), `summary_weight` / `last_step_weight` (the loss).
+  Batches: `make_batch`'s keys plus 'segment' (the action's pairs) for the hit rate.
+  """
+
+  name = 'skimming'
+
+  def check_dataset(self) -> None:
+    if self.config.model.num_classes != self.info.num_classes:
+      raise ValueError(
+        f'config.model.num_classes={self.config.model.num_classes} but dataset '
+        f'{self.config.input.dataset!r} has {self.info.num_classes} classes'
+      )
+
+  def build_model(self):
+    from avsf_jax.models import ltl_models  # noqa: PLC0415
+
+    if self.config.model.get('name') not in ('skimming', 'non_recurrent', 'lstm'):
+      raise ValueError(
+        f"skimming: config.model.name={self.config.model.get('name')!r}; expected 'skimming', "
+        "'non_recurrent' or 'lstm'"
+      )
+    return ltl_models.build(self.config.model)
+
+  def input_spec(self, *, train: bool) -> dict[str, jax.ShapeDtypeStruct]:
+    del train
+    skim = self.config.skim
+    return {
+      'image': jax.ShapeDtypeStruct((skim.length, skim.image_dim), jnp.float32),
+      'audio': jax.ShapeDtypeStruct((skim.length, skim.audio_dim), jnp.float32),
+      'mask': jax.ShapeDtypeStruct((skim.length,), jnp.float32),
+    }
+
+  def model_inputs(self, batch):
+    return {k: batch[k] for k in MODEL_INPUTS + ('start_index',) if k in batch}
+
+  def init_variables(self, model, rng):
+    params_rng, start_rng = jax.random.split(rng)
+    inputs = self.example_inputs()
+    inputs['mask'] = jnp.ones_like(inputs['mask'])
+    variables = model.init({'params': params_rng, 'start': start_rng}, inputs, train=False)
+    params = dict(variables['params'])
+    student = self.student_params
+    if student is not None:
+      for group in ('fusion', 'classifier'):
+        if group not in params:
+          continue
+        fresh, theirs = params[group], student.get(group)
+        shapes = jax.tree.map(np.shape, fresh)
+        if theirs is None or jax.tree.map(np.shape, theirs) != shapes:
+          raise ValueError(
+            f'config.skim.student_export={self.config.skim.student_export!r}: its params '
+            f"'{group}' {None if theirs is None else jax.tree.map(np.shape, theirs)} do not fit "
+            f"the skimming model's {shapes} (banks widths, fusion_hidden, feature_dim, classes)"
+          )
+        params[group] = jax.tree.map(lambda a, b: jnp.asarray(b, a.dtype), fresh, theirs)
+    return {'params': params, 'batch_stats': variables.get('batch_stats', {})}
+
+  @property
+  def student_params(self):
+    source = self.config.skim.get('student_export', '')
+    if not source:
+      return None
+    if not hasattr(self, '_student_params'):
+      from avsf_jax.tasks import clip_finetune  # noqa: PLC0415
+
+      variables = clip_finetune.export_variables(source, 'config.skim.student_export')
+      self._student_params = variables['params']
+    return self._student_params
+
+  def _factors(self) -> dict[str, float]:
+    return {**GROUP_FACTORS, **dict(self.config.skim.get('group_factors', {}))}
+
+  def trainable(self, params):
+    frozen = {g for g, f in self._factors().items() if f == 0}
+    if params is None:
+      return True if frozen else None
+    groups = param_groups(params)
+    return jax.tree.map(lambda g: g not in frozen, groups)
+
+  def optimizer(self, schedule):
+    """The released recipe's groups: SGD (config.optim: momentum, Nesterov, weight decay)
+    with each group's learning rate the shared schedule times its factor; frozen groups get
+    no update (and no optimizer state)."""
+    optim = self.config.optim
+    transforms = {}
+    for group, factor in self._factors().items():
+      if factor == 0:
+        transforms[group] = optax.set_to_zero()
+        continue
+      transforms[group] = optax.chain(
+        optax.add_decayed_weights(optim.weight_decay),
+        optax.sgd(
+          lambda s, f=factor: f * schedule(s), momentum=optim.momentum, nesterov=optim.nesterov
+        ),
+      )
+    return optax.multi_transform(transforms, param_groups)
+
+  def loss(self, model, params, batch_stats, batch, rng, step):
+    from avsf_jax.models import skimming as skimming_model  # noqa: PLC0415
+
+    skim = self.config.skim
+    last = skim.last_step_weight if isinstance(model, skimming_model.Skimming) else 0.0
+    return loss(
+      model,
+      params,
+      batch_stats,
+      batch,
+      rng,
+      step,
+      summary_weight=skim.summary_weight,
+      last_step_weight=last,
+    )
+
+  def predict(self, model, variables, batch):
+    return predict_any(model, variables, batch)
+
+  def export_function(self, model):
+    """Banks in ('image', 'audio', 'mask'), {'scores': class softmax, 'indices': the chosen
+    pairs (B, T)} out (a fixed start key: the export is deterministic). Turn indices into time
+    stamps with the extraction's hop (index x hop_s seconds)."""
+
+    def apply(variables, inputs):
+      out = predict_any(model, variables, inputs)
+      result = {'scores': jax.nn.softmax(out['logits'], axis=-1)}
+      if 'indices' in out:
+        result['indices'] = out['indices']
+      return result
+
+    return apply
+
+  def evaluate(self, predict_fn, variables, batches, *, progress=None):
+    outputs, labels, segments = {}, [], []
+    for batch in progress(batches) if progress else batches:
+      predictions = jax.device_get(predict_fn(variables, batch))
+      keep = np.asarray(jax.device_get(batch['_mask'])) > 0
+      for k, v in predictions.items():
+        outputs.setdefault(k, []).append(np.asarray(v)[keep])
+      labels.append(np.asarray(jax.device_get(batch['label']))[keep])
+      if 'segment' in batch:
+        segments.append(np.asarray(jax.device_get(batch['segment']))[keep])
+    outputs = {k: np.concatenate(v) for k, v in outputs.items()}
+    labels = np.concatenate(labels)
+    num_classes = self.config.model.num_classes
+    if 'running_logits' in outputs:
+      results = video_results(outputs, labels, num_classes)
+    else:
+      results = {
+        f'avgpool_{k}': v
+        for k, v in sb.video_metrics(sb.softmax(outputs['logits']), labels, num_classes).items()
+      }
+    results['top1'] = results['avgpool_top1']
+    if segments and 'indices' in outputs:
+      results['hit_rate'] = hit_rate(outputs['indices'], np.concatenate(segments))
+    outputs['label'] = labels
+    return results, outputs

@@ -1,0 +1,316 @@
+"""In-memory data of the Listen to Look demo: trimmed clips and feature banks (no TensorFlow).
+
+Two datasets, picked by `config.input.dataset` (`experiment.data_source` dispatches here):
+
+  'synthetic_ltl_clips'  trimmed 2-s action clips of `synthetic_untrimmed` (spec §8.1): per
+                         clip the first frame ('image', H x W x 3), the first second of audio
+                         as a 101 x 40 log-mel ('audio'), and the whole clip for the teacher
+                         ('video', 16 x H x W x 3), with 'label'. Train and held-out clips come
+                         from disjoint seeds. Used by the distillation and clip fine-tuning.
+  'ltl_banks'            feature banks written by `tools.extract_preview_features`
+                         (`config.skim.banks_dir`/{train,val}.npz): per video the (L, D) image and
+                         audio banks, 'mask', 'label', 'segment'. Used by skimming.
+
+The module has the `experiment.data_source` interface: `dataset_info(config)`,
+`make_train_iterator(config, *, seed, start_step, process_index, process_count)` (endless; batch
+`s` depends only on (seed, s)) and `make_eval_iterator(config, *, multi_view, ...)` (finite,
+padded to whole batches with '_mask'). Everything is numpy and deterministic in the seeds; the
+clips are generated once per process and cached.
+
+Pixel values are scaled to [0, 1] and normalised with ImageNet's mean and std (the student's
+convention); the log-mel is the paper's (`preview_audio.PreviewAudioConfig`: 25-ms periodic Hann
+in a 512-point FFT, 10-ms hop, 40 HTK mel bins with Slaney areas, log(S + 1e-6)) normalised by
+`config.audio.mean` / `config.audio.std` (the configs set them to the training clips'
+statistics, `audio_statistics`; an export carries them as `preprocessing.audio_mean/std`).
+`log_mel` is a numpy copy of `preview_audio.log_mel`
+(tested equal), so that data preparation needs no TensorFlow.
+"""
+
+import functools
+from collections.abc import Iterator
+
+import ml_collections
+import numpy as np
+
+from avsf_jax.input import info as info_lib
+from avsf_jax.input.prepare import synthetic_untrimmed as su
+
+CLIPS = 'synthetic_ltl_clips'
+BANKS = 'ltl_banks'
+DATASETS = (CLIPS, BANKS)
+IMAGENET_MEAN = np.asarray((0.485, 0.456, 0.406), np.float32)
+IMAGENET_STD = np.asarray((0.229, 0.224, 0.225), np.float32)
+# The preview log-mel (spec §2.2): 1 s at 16 kHz -> 101 x 40.
+SAMPLE_RATE, WINDOW, HOP, FFT, MELS, LOG_OFFSET = 16000, 400, 160, 512, 40, 1e-6
+SEGMENT_SAMPLES = SAMPLE_RATE
+NUM_AUDIO_FRAMES = 1 + SEGMENT_SAMPLES // HOP
+
+# Defaults of the `ltl_data` config section (sizes of the in-memory clip dataset).
+LTL_DATA = {
+  'seed': 0,  # the generator's seed (the clips of a split are a function of it)
+  'train_clips_per_class': 48,
+  'eval_clips_per_class': 12,
+}
+
+
+def _section(config) -> dict:
+  section = dict(config.get('ltl_data') or {})
+  unknown = sorted(set(section) - set(LTL_DATA))
+  if unknown:
+    raise ValueError(f'config.ltl_data has unknown fields {unknown}; known: {sorted(LTL_DATA)}')
+  return {**LTL_DATA, **section}
+
+
+# -- audio and pixels -------------------------------------------------------------------------
+
+
+@functools.cache
+def _mel_weights() -> np.ndarray:
+  """(FFT // 2 + 1, MELS) HTK mel filters with Slaney area normalisation (librosa htk=True)."""
+
+  def to_mel(hz):
+    return 2595.0 * np.log10(1.0 + np.asarray(hz, np.float64) / 700.0)
+
+  def to_hz(mel):
+    return 700.0 * (10.0 ** (np.asarray(mel, np.float64) / 2595.0) - 1.0)
+
+  fft_freqs = np.linspace(0.0, SAMPLE_RATE / 2.0, FFT // 2 + 1)
+  mel_freqs = to_hz(np.linspace(to_mel(0.0), to_mel(SAMPLE_RATE / 2.0), MELS + 2))
+  ramps = mel_freqs[:, None] - fft_freqs[None, :]
+  widths = np.diff(mel_freqs)
+  weights = np.maximum(
+    0.0, np.minimum(-ramps[:-2] / widths[:-1, None], ramps[2:] / widths[1:, None])
+  )
+  weights *= (2.0 / (mel_freqs[2:] - mel_freqs[:-2]))[:, None]
+  return weights.T.astype(np.float32)
+
+
+@functools.cache
+def _window() -> np.ndarray:
+  n = np.arange(WINDOW)
+  hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / WINDOW)
+  left = (FFT - WINDOW) // 2
+  return np.pad(hann, (left, FFT - WINDOW - left)).astype(np.float32)
+
+
+def log_mel(segments: np.ndarray) -> np.ndarray:
+  """Unnormalised (..., 101, 40) log-mel of (..., 16000) float samples in [-1, 1]."""
+  segments = np.asarray(segments, np.float32)
+  if segments.shape[-1] != SEGMENT_SAMPLES:
+    raise ValueError(f'log_mel: expected (..., {SEGMENT_SAMPLES}) samples, got {segments.shape}')
+  pad = FFT // 2
+  padded = np.pad(segments, [(0, 0)] * (segments.ndim - 1) + [(pad, pad)])
+  starts = np.arange(NUM_AUDIO_FRAMES) * HOP
+  frames = padded[..., starts[:, None] + np.arange(FFT)] * _window()
+  power = np.abs(np.fft.rfft(frames, FFT, axis=-1)).astype(np.float32) ** 2
+  return np.log(power @ _mel_weights() + LOG_OFFSET).astype(np.float32)
+
+
+def normalise_frames(frames: np.ndarray) -> np.ndarray:
+  """uint8 RGB (..., H, W, 3) -> float32, [0, 1] then ImageNet mean/std."""
+  return ((np.asarray(frames, np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype(
+    np.float32
+  )
+
+
+# -- trimmed clips ----------------------------------------------------------------------------
+
+
+def _clip_seed(seed: int, split: int, label: int, index: int) -> int:
+  return int(np.random.SeedSequence([seed, 77, split, label, index]).generate_state(1)[0])
+
+
+@functools.cache
+def _raw_clips(seed: int, split: int, per_class: int) -> dict[str, np.ndarray]:
+  """Clips of one split (0 train, 1 held out), class-major: uint8 video, raw log-mel, label."""
+  videos, mels, labels = [], [], []
+  for label, name in enumerate(su.CLASS_NAMES):
+    for i in range(per_class):
+      frames, audio = su.trimmed_clip(name, _clip_seed(seed, split, label, i))
+      videos.append(frames)
+      mels.append(log_mel(audio[:SEGMENT_SAMPLES]))
+      labels.append(label)
+  return {
+    'video': np.stack(videos),
+    'log_mel': np.stack(mels),
+    'label': np.asarray(labels, np.int32),
+  }
+
+
+@functools.cache
+def audio_statistics(seed: int = 0, per_class: int = LTL_DATA['train_clips_per_class']):
+  """(mean, std) of the training clips' log-mel: the normalisation of every preview spectrogram
+  (clips and the untrimmed videos' pairs alike)."""
+  mel = _raw_clips(seed, 0, per_class)['log_mel']
+  return float(mel.mean()), float(mel.std())
+
+
+def normalise_log_mel(mel: np.ndarray, stats: tuple[float, float]) -> np.ndarray:
+  """(..., 101, 40) -> (..., 101, 40, 1) float32, (x - mean) / std."""
+  return ((mel - stats[0]) / stats[1])[..., None].astype(np.float32)
+
+
+@functools.cache
+def clips(
+  seed: int, split: str, train_per_class: int, eval_per_class: int, stats: tuple[float, float]
+) -> dict:
+  """Model-ready arrays of a split ('train' or 'eval'): 'image', 'audio', 'video', 'label';
+  the log-mel normalised by `stats` (mean, std)."""
+  if split not in ('train', 'eval'):
+    raise ValueError(f"clips: split={split!r}; expected 'train' or 'eval'")
+  number, per_class = (0, train_per_class) if split == 'train' else (1, eval_per_class)
+  raw = _raw_clips(seed, number, per_class)
+  video = normalise_frames(raw['video'])
+  return {
+    'image': video[:, 0],
+    'audio': normalise_log_mel(raw['log_mel'], stats),
+    'video': video,
+    'label': raw['label'],
+  }
+
+
+def _clip_split(config, split: str) -> dict:
+  s = _section(config)
+  stats = (float(config.audio.mean), float(config.audio.std))
+  return clips(s['seed'], split, s['train_clips_per_class'], s['eval_clips_per_class'], stats)
+
+
+# -- feature banks ----------------------------------------------------------------------------
+
+
+def _bank_path(config, split: str) -> str:
+  directory = config.skim.get('banks_dir', '')
+  if not directory:
+    raise ValueError(
+      f'input.dataset={BANKS!r} needs config.skim.banks_dir (the folder of '
+      "tools.extract_preview_features' train.npz and val.npz)"
+    )
+  return f'{directory}/{split}.npz'
+
+
+@functools.cache
+def _banks(path: str):
+  from avsf_jax.input import feature_banks  # noqa: PLC0415
+
+  return feature_banks.load_banks(path)
+
+
+def bank_split(config, split: str) -> dict:
+  """The banks of 'train' or 'val' as `feature_banks.load_banks` returns them."""
+  return _banks(_bank_path(config, split))
+
+
+def _bank_batch(config, data: dict, index: np.ndarray, rng: np.random.Generator | None) -> dict:
+  from avsf_jax.tasks import skimming  # noqa: PLC0415 - the batching rule lives with the task
+
+  skim = config.skim
+  videos = [(data['image'][i], data['audio'][i]) for i in index]
+  kwargs = {}
+  if rng is not None:
+    kwargs = {'max_len': int(rng.integers(skim.min_len, skim.max_len + 1)), 'rng': rng}
+  batch = skimming.make_batch(
+    videos,
+    data['labels'][index],
+    num_steps=config.model.num_steps,
+    buckets=(skim.length,),
+    **kwargs,
+  )
+  if 'segments' in data:
+    batch['segment'] = np.asarray(data['segments'], np.int32)[index] - batch['offset'][:, None]
+  batch['video_index'] = index.astype(np.int32)
+  return batch
+
+
+# -- the data_source interface ----------------------------------------------------------------
+
+
+def dataset_info(config: ml_collections.ConfigDict) -> info_lib.DatasetInfo:
+  names = tuple(su.CLASS_NAMES)
+  if config.input.dataset == CLIPS:
+    s = _section(config)
+    train, held_out = s['train_clips_per_class'], s['eval_clips_per_class']
+    return info_lib.DatasetInfo(
+      num_train_examples=train * len(names),
+      num_eval_examples=held_out * len(names),
+      num_classes=len(names),
+      class_names=names,
+      multi_label=False,
+    )
+  if config.input.dataset == BANKS:
+    return info_lib.DatasetInfo(
+      num_train_examples=len(bank_split(config, 'train')['labels']),
+      num_eval_examples=len(bank_split(config, 'val')['labels']),
+      num_classes=len(names),
+      class_names=names,
+      multi_label=False,
+    )
+  raise ValueError(f'ltl_data: input.dataset={config.input.dataset!r}; expected one of {DATASETS}')
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+  return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
+
+
+def _share(global_batch: int, process_count: int, what: str) -> int:
+  if global_batch % process_count:
+    raise ValueError(f'input.{what}={global_batch} is not divisible by {process_count} processes')
+  return global_batch // process_count
+
+
+def make_train_iterator(
+  config: ml_collections.ConfigDict,
+  *,
+  seed: int,
+  start_step: int = 0,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
+  """Endless batches; batch `s` is a function of (seed, s): an epoch-wise shuffle."""
+  b = _share(config.input.batch_size, process_count, 'batch_size')
+  dataset = config.input.dataset
+  data = _clip_split(config, 'train') if dataset == CLIPS else bank_split(config, 'train')
+  n = len(data['label'] if dataset == CLIPS else data['labels'])
+  step = start_step
+  while True:
+    first = step * config.input.batch_size
+    positions = first + process_index * b + np.arange(b)
+    index = np.empty(b, np.int64)
+    for epoch in np.unique(positions // n):
+      order = _rng(seed, 0, int(epoch)).permutation(n)
+      here = positions // n == epoch
+      index[here] = order[positions[here] % n]
+    if dataset == CLIPS:
+      batch = {k: v[index] for k, v in data.items()}
+    else:
+      batch = _bank_batch(config, data, index, _rng(seed, 1, step, process_index))
+    yield batch
+    step += 1
+
+
+def make_eval_iterator(
+  config: ml_collections.ConfigDict,
+  *,
+  multi_view: bool = False,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
+  """The held-out split once, padded to whole batches ('_mask' 0 on padding); one view."""
+  del multi_view  # one clip or one bank per example
+  global_batch = config.input.eval_batch_size
+  b = _share(global_batch, process_count, 'eval_batch_size')
+  dataset = config.input.dataset
+  data = _clip_split(config, 'eval') if dataset == CLIPS else bank_split(config, 'val')
+  n = len(data['label'] if dataset == CLIPS else data['labels'])
+  for first in range(0, n, global_batch):
+    index = first + process_index * b + np.arange(b)
+    mask = (index < n).astype(np.float32)
+    index = np.minimum(index, n - 1)
+    if dataset == CLIPS:
+      batch = {k: v[index] for k, v in data.items()}
+      batch['video_index'] = index.astype(np.int32)
+    else:
+      batch = _bank_batch(config, data, index, None)
+      batch['start_index'] = _rng(config.seed, 2).integers(0, 2**31, n)[index] % batch['length']
+      batch['start_index'] = batch['start_index'].astype(np.int32)
+    batch['_mask'] = mask
+    yield batch

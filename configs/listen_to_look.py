@@ -1,0 +1,210 @@
+r"""Listen to Look (paper 004; spec listen_to_look.md): IMGAUD2VID and IMGAUD-SKIMMING.
+
+  python -m avsf_jax.main --config=configs/listen_to_look.py:VARIANT --workdir=DIR
+
+Paper variants (the paper's models and recipes; their data needs a pipeline that yields the
+batch keys of `input.ltl_data` — clips: 'image', 'audio', 'video', 'label'; banks: see
+`tasks.skimming.SkimmingTask` — so set `input.dataset` to such a source, or to `ltl_banks`
+with banks extracted by `tools.extract_preview_features`):
+
+  teacher            clip_finetune of R(2+1)D-18 (16 x 112^2) on clips
+  distillation       IMGAUD2VID: student Phi (ResNet-18 image + audio, Psi -> 512) against the
+                     frozen teacher (`distill.teacher_export`), L1 + 100 KL
+  distillation_image / distillation_audio   the single-stream distilled baselines (Fig. 5)
+  finetune           clip-level fine-tuning of the student (`init_from` = the student export)
+  undistilled / image_undistilled / audio_undistilled   Fig. 5's undistilled baselines
+  skimming           IMGAUD-SKIMMING on banks, the released recipe (§3.3)
+  non_recurrent / lstm   the §4 trained baselines on the same banks and Psi
+
+`demo_<variant>` is the same job at the CPU demo's sizes (spec §8.2) on `synthetic_untrimmed`:
+clips from `input.ltl_data`, banks from `tools.extract_preview_features`; `make demo-ltl` runs
+them all (`tools.ltl_demo`).
+"""
+
+import ml_collections
+
+from avsf_jax import config_lib
+
+CLIP_VARIANTS = (
+  'teacher',
+  'distillation',
+  'distillation_image',
+  'distillation_audio',
+  'finetune',
+  'undistilled',
+  'image_undistilled',
+  'audio_undistilled',
+)
+SKIM_VARIANTS = ('skimming', 'non_recurrent', 'lstm')
+VARIANTS = CLIP_VARIANTS + SKIM_VARIANTS + tuple(f'demo_{v}' for v in CLIP_VARIANTS + SKIM_VARIANTS)
+SINGLE = {
+  'distillation_image': ('image',),
+  'image_undistilled': ('image',),
+  'distillation_audio': ('audio',),
+  'audio_undistilled': ('audio',),
+}
+
+
+def teacher_model(demo: bool) -> ml_collections.ConfigDict:
+  if demo:  # a tiny R(2+1)D: D = 64
+    return ml_collections.ConfigDict(
+      {
+        'name': 'r2plus1d',
+        'num_classes': 8,
+        'widths': (8, 16, 32, 64),
+        'stage_blocks': (1, 1, 1, 1),
+        'stem_mid': 8,
+        'dtype': 'float32',
+      }
+    )
+  return ml_collections.ConfigDict({'name': 'r2plus1d', 'num_classes': 400, 'dtype': 'float32'})
+
+
+def student_model(demo: bool, modalities=('image', 'audio')) -> ml_collections.ConfigDict:
+  if demo:  # spec §8.2: widths 16/32/64/128, one block per stage; Psi -> the teacher's D
+    return ml_collections.ConfigDict(
+      {
+        'name': 'imgaud',
+        'num_classes': 8,
+        'modalities': tuple(modalities),
+        'embed_dim': 64,
+        'fusion_hidden': 128,
+        'widths': (16, 32, 64, 128),
+        'stage_blocks': (1, 1, 1, 1),
+        'dtype': 'float32',
+      }
+    )
+  return ml_collections.ConfigDict(
+    {
+      'name': 'imgaud',
+      'num_classes': 400,
+      'modalities': tuple(modalities),
+      'embed_dim': 512,
+      'fusion_hidden': 1024,
+      'dtype': 'float32',
+    }
+  )
+
+
+def skim_model(kind: str, demo: bool) -> ml_collections.ConfigDict:
+  sizes = (
+    {'hidden': 256, 'key_dim': 128, 'fusion_hidden': 128, 'feature_dim': 64}
+    if demo
+    else {'hidden': 1024, 'key_dim': 512, 'fusion_hidden': 1024, 'feature_dim': 512}
+  )
+  classes = 8 if demo else 200
+  steps = 10
+  if kind == 'skimming':
+    # 'mixed' on the demo: the official 'image' test index needs an informative image query,
+    # which synthetic_untrimmed's frames (colour, no motion) cannot give (docs/listen_to_look.md).
+    return ml_collections.ConfigDict(
+      {
+        'name': 'skimming',
+        'num_classes': classes,
+        'num_steps': steps,
+        'test_index': 'mixed' if demo else 'image',
+        **sizes,
+      }
+    )
+  if kind == 'non_recurrent':
+    return ml_collections.ConfigDict(
+      {
+        'name': 'non_recurrent',
+        'num_classes': classes,
+        'num_picks': steps,
+        'key_dim': sizes['key_dim'],
+        'fusion_hidden': sizes['fusion_hidden'],
+        'feature_dim': sizes['feature_dim'],
+      }
+    )
+  return ml_collections.ConfigDict(
+    {
+      'name': 'lstm',
+      'num_classes': classes,
+      'hidden': sizes['hidden'],
+      'fusion_hidden': sizes['fusion_hidden'],
+      'feature_dim': sizes['feature_dim'],
+    }
+  )
+
+
+def get_config(arg=None):
+  variant = config_lib.pick_variant('configs/listen_to_look.py', arg, VARIANTS, 'demo_distillation')
+  demo = variant.startswith('demo_')
+  job = variant.removeprefix('demo_')
+  config = config_lib.base_config()
+  config.evals.precise_bn_batches = 0  # running BN averages (the official code's eval)
+  config.evals.every_epochs = 0.0
+  config.checkpoint.every_steps = 100000
+  config.checkpoint['async'] = False
+  config.logging.every_steps = 20
+  config.optim.warmup_epochs = 0.0
+  config.optim.nesterov = False
+  config.distill = ml_collections.ConfigDict(
+    {
+      'teacher': teacher_model(demo),
+      'teacher_export': '',
+      'kl_weight': 100.0,
+    }
+  )
+  config.skim = ml_collections.ConfigDict(
+    {
+      'banks_dir': '',
+      'student_export': '',
+      'image_dim': 128 if demo else 512,
+      'audio_dim': 128 if demo else 512,
+      'length': 80 if demo else 512,
+      'min_len': 80 if demo else 200,
+      'max_len': 80 if demo else 500,
+      'group_factors': {'default': 1.0, 'classifier': 0.1, 'fusion': 0.0},
+      'summary_weight': 1.0,
+      'last_step_weight': 0.0,
+    }
+  )
+  if job in CLIP_VARIANTS:
+    config.input.dataset = 'synthetic_ltl_clips' if demo else 'ucf101'
+    config.input.crop_size = config.input.test_crop_size = 48 if demo else 112
+    config.input.num_frames = 16  # the teacher's clip: 16 frames (2 s at 8 fps on the demo)
+    # The preview log-mel (spec §2.2): 1 s of 16-kHz audio, 10-ms hop, 40 mel bins.
+    config.audio.num_frames, config.audio.num_mel_bins = 101, 40
+    # Normalisation: the demo's training clips' statistics (`input.ltl_data.audio_statistics`
+    # (0, 48), rounded); exports carry them as preprocessing.audio_mean / audio_std.
+    config.audio.mean, config.audio.std = -8.268, 2.2808
+    config.input.batch_size = 32 if demo else 64
+    config.input.eval_batch_size = 32 if demo else 64
+    config.ltl_data = {'seed': 0, 'train_clips_per_class': 48, 'eval_clips_per_class': 12}
+    # [assumption, spec §2.3] SGD with momentum 0.9 and a cosine schedule.
+    config.optim.schedule = 'cosine'
+    config.optim.base_batch_size = config.input.batch_size
+    config.optim.weight_decay = 1e-4 if demo else 5e-4
+    if job == 'teacher':
+      config.task = 'clip_finetune'
+      config.model = teacher_model(demo)
+      config.optim.base_lr, config.optim.num_epochs = (0.1, 12.0) if demo else (0.01, 45.0)
+    elif job.startswith('distillation'):
+      config.task = 'distillation'
+      config.model = student_model(demo, SINGLE.get(job, ('image', 'audio')))
+      config.optim.base_lr, config.optim.num_epochs = (0.002, 20.0) if demo else (0.01, 30.0)
+      config.optim.clip_grad_norm = 10.0
+    else:
+      config.task = 'clip_finetune'
+      config.model = student_model(demo, SINGLE.get(job, ('image', 'audio')))
+      config.optim.base_lr, config.optim.num_epochs = (0.02, 8.0) if demo else (0.01, 30.0)
+  else:
+    config.task = 'skimming'
+    config.input.dataset = 'ltl_banks'
+    config.model = skim_model(job, demo)
+    # The released recipe (spec §3.3): Nesterov SGD, lr 0.01 (classifier x0.1, Psi frozen),
+    # batch 256, 25 epochs, x0.1 at epochs 15 and 20, no warm-up.
+    config.optim.schedule = 'steps'
+    config.optim.nesterov = True
+    config.optim.momentum = 0.9
+    config.optim.weight_decay = 1e-4
+    config.optim.num_epochs = 25.0
+    config.optim.decay_epochs = (15.0, 20.0)
+    config.optim.decay_factor = 0.1
+    config.input.batch_size = 32 if demo else 256
+    config.input.eval_batch_size = 40 if demo else 64
+    config.optim.base_batch_size = config.input.batch_size
+    config.optim.base_lr = 0.1 if demo else 0.01
+  return config

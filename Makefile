@@ -9,7 +9,7 @@ PYTEST_ARGS ?= -n 2 --dist loadfile --durations=15
 
 DEMO_DIR := demo_run
 
-.PHONY: venv test test-fast lint format demo clean
+.PHONY: venv test test-fast lint format demo clean bench-gpu
 
 venv: $(STAMP)
 
@@ -47,3 +47,9 @@ demo: venv
 
 clean:
 	rm -rf $(VENV) demo_run .pytest_cache
+
+# The prepared one-GPU benchmark (docs/benchmarks.md): no TensorFlow needed, only jax, flax,
+# optax, orbax, ml_collections and torch (+ pytorchvideo for the side-by-side); one JSON in
+# under 8 minutes. Runs with the machine's own python3, not the venv.
+bench-gpu:
+	PYTHONPATH=. $(PYTHON) -m avsf_jax.benchmarks.gpu --output=bench_gpu.json

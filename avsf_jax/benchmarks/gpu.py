@@ -36,6 +36,16 @@ os.environ.setdefault('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.6')
 
 import copy  # noqa: E402
 import importlib.util  # noqa: E402
+
+# What `avsf_jax.train` needs besides jax; a GPU image may lack some (ml_collections is not
+# on this workplace's H200 image): say which, rather than failing deep in an import.
+REQUIRED = ('jax', 'flax', 'optax', 'orbax', 'ml_collections', 'absl', 'etils', 'matplotlib')
+_MISSING = [name for name in REQUIRED if importlib.util.find_spec(name) is None]
+if _MISSING:
+  raise SystemExit(
+    f'avsf_jax.benchmarks.gpu needs {", ".join(_MISSING)} (pure-Python wheels can be '
+    f'carried: pip download --no-deps {" ".join(n.replace("_", "-") for n in _MISSING)})'
+  )
 import json  # noqa: E402
 import pathlib  # noqa: E402
 import sys  # noqa: E402

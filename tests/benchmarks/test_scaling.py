@@ -50,7 +50,9 @@ def test_estimate_is_the_named_arithmetic():
 
 
 @pytest.mark.slow
-def test_analysis_of_the_tiny_step_replicated_and_fsdp():
+def test_analysis_of_the_tiny_replicated_step():
+  """One compile (FSDP's analysis runs the same code with `mesh.param_sharding='fsdp'`;
+  docs/scaling.md has its figures)."""
   config = helpers.tiny_config('slowfast')
   replicated = scaling.analyse(config, param_sharding='replicated', batch_per_chip=2)
   assert replicated['chips'] == 8
@@ -69,7 +71,3 @@ def test_analysis_of_the_tiny_step_replicated_and_fsdp():
     replicated['argument_bytes'] + replicated['output_bytes'] + replicated['temp_bytes']
     - replicated['alias_bytes']
   )  # fmt: skip
-  fsdp = scaling.analyse(config, param_sharding='fsdp', batch_per_chip=2)
-  # Sharded state: each chip holds less of it, and parameters are gathered before use.
-  assert fsdp['argument_bytes'] < replicated['argument_bytes']
-  assert fsdp['collective_bytes']['all-gather'] > 0

@@ -28,27 +28,28 @@ import re
 import sys
 from typing import Any
 
-# Target: chips, dense bf16 peak per chip, per-chip interconnect bandwidth for collectives
-# (one direction), HBM per chip, the recipe's per-chip batch (global 1024 where it divides).
+# Target: chips, dense bf16 peak per chip, HBM bandwidth, per-chip interconnect bandwidth for
+# collectives (one direction), HBM per chip, the recipe's per-chip batch (global 1024 where it divides).
 TARGETS = {
   '8xH100': dict(
-    chips=8, peak_tflops=989.0, link_gb_s=450.0, hbm_gb=80.0, batch_per_chip=32,
+    chips=8, peak_tflops=989.0, hbm_tb_s=3.35, link_gb_s=450.0, hbm_gb=80.0, batch_per_chip=32,
     link='NVLink 4: 900 GB/s per GPU both directions, 450 each way',
   ),
   'v5p-128': dict(
-    chips=64, peak_tflops=459.0, link_gb_s=600.0, hbm_gb=95.0, batch_per_chip=16,
+    chips=64, peak_tflops=459.0, hbm_tb_s=2.76, link_gb_s=600.0, hbm_gb=95.0, batch_per_chip=16,
     link='ICI 4800 Gbps per chip (600 GB/s), 3-D torus',
   ),
   'v4-512': dict(
-    chips=256, peak_tflops=275.0, link_gb_s=300.0, hbm_gb=32.0, batch_per_chip=4,
+    chips=256, peak_tflops=275.0, hbm_tb_s=1.2, link_gb_s=300.0, hbm_gb=32.0, batch_per_chip=4,
     link='ICI 2400 Gbps per chip (300 GB/s), 3-D torus',
   ),
 }  # fmt: skip
 # Training clips/s one CPU core feeds through the tf.data pipeline at the 4x16 geometry, 224
 # crops (docs/data.md, input suite: 18.0-18.8 measured on an AMD EPYC core).
 CLIPS_PER_CORE = 18.0
-# The fraction of peak the compute reaches (an assumption until a GPU/TPU run measures it).
-ASSUMED_MFU = 0.4
+# The fraction of the roofline (peak FLOP/s and HBM bandwidth) the step reaches: an assumption
+# until a GPU/TPU run measures it (1.0 gives the roofline's lower bound on the step time).
+ASSUMED_EFFICIENCY = 0.5
 
 _DTYPE_BYTES = {
   'f32': 4, 'bf16': 2, 'f16': 2, 's32': 4, 'u32': 4, 'pred': 1, 'f64': 8, 's64': 8, 'u8': 1,
@@ -106,28 +107,37 @@ def moved_bytes_per_chip(collectives: dict[str, int], chips: int) -> float:
 
 
 def estimate(
-  analysis: dict[str, Any], target: dict[str, Any], *, mfu: float, clips_per_core: float
-):
+  analysis: dict[str, Any], target: dict[str, Any], *, efficiency: float, clips_per_core: float
+) -> dict[str, Any]:
   """Step time and input cores per chip from the analysis and the named assumptions.
 
-  compute_s = model FLOPs per chip / (peak x mfu); comm_s = moved bytes / link bandwidth;
-  the step takes max(compute, comm) when the gradient collectives overlap the backward pass
-  and their sum when they do not; input cores = clips/s per chip / clips per core.
+  Roofline of the per-chip program: its arithmetic at the peak (XLA's FLOP count) and its
+  memory traffic at the HBM bandwidth (XLA's bytes accessed); the larger, over `efficiency`,
+  is the compute time. comm_s = moved bytes / link bandwidth; the step takes max(compute,
+  comm) when the gradient collectives overlap the backward pass and their sum when they do
+  not; input cores = clips/s per chip (overlapped) / clips per core.
   """
-  compute_s = analysis['model_flops_per_chip'] / (target['peak_tflops'] * 1e12 * mfu)
+  flops_s = analysis['xla_flops_per_chip'] / (target['peak_tflops'] * 1e12)
+  memory_s = analysis['xla_bytes_accessed_per_chip'] / (target['hbm_tb_s'] * 1e12)
+  compute_s = max(flops_s, memory_s) / efficiency
   comm_s = analysis['moved_bytes_per_chip'] / (target['link_gb_s'] * 1e9)
   overlapped = max(compute_s, comm_s)
   serial = compute_s + comm_s
   batch = analysis['batch_per_chip']
+  clips = batch / overlapped
   return {
-    'assumed_mfu': mfu,
+    'assumed_efficiency': efficiency,
+    'roofline_flops_s': flops_s,
+    'roofline_memory_s': memory_s,
+    'bound': 'memory' if memory_s > flops_s else 'compute',
     'compute_s': compute_s,
     'comm_s': comm_s,
     'step_s_overlapped': overlapped,
     'step_s_serial': serial,
-    'clips_per_s_per_chip': batch / overlapped,
-    'input_cores_per_chip': batch / overlapped / clips_per_core,
-    'global_clips_per_s': batch * analysis['chips'] / overlapped,
+    'clips_per_s_per_chip': clips,
+    'mfu': analysis['model_flops_per_chip'] / overlapped / (target['peak_tflops'] * 1e12),
+    'input_cores_per_chip': clips / clips_per_core,
+    'global_clips_per_s': clips * analysis['chips'],
     'fits_hbm': analysis['planned_peak_bytes'] <= target['hbm_gb'] * 1e9,
   }
 
@@ -208,7 +218,7 @@ def main(argv=None) -> None:
   parser.add_argument('--param_sharding', choices=['replicated', 'fsdp'], default='replicated')
   parser.add_argument('--batch_per_chip', type=int, default=None, help="Default: the target's.")
   parser.add_argument('--dtype', default='bfloat16')
-  parser.add_argument('--mfu', type=float, default=ASSUMED_MFU)
+  parser.add_argument('--efficiency', type=float, default=ASSUMED_EFFICIENCY)
   parser.add_argument('--clips_per_core', type=float, default=CLIPS_PER_CORE)
   parser.add_argument('--json', action='store_true')
   args = parser.parse_args(argv)
@@ -232,7 +242,9 @@ def main(argv=None) -> None:
     'target_assumptions': target,
     'clips_per_core': args.clips_per_core,
     **analysis,
-    'estimate': estimate(analysis, target, mfu=args.mfu, clips_per_core=args.clips_per_core),
+    'estimate': estimate(
+      analysis, target, efficiency=args.efficiency, clips_per_core=args.clips_per_core
+    ),
   }
   if args.json:
     print(json.dumps(result))

@@ -35,17 +35,22 @@ def test_moved_bytes_follow_the_ring_algorithms():
 
 
 def test_estimate_is_the_named_arithmetic():
-  analysis = {'model_flops_per_chip': 4e12, 'moved_bytes_per_chip': 1e9, 'batch_per_chip': 8,
+  analysis = {'xla_flops_per_chip': 4e12, 'xla_bytes_accessed_per_chip': 1e12,
+              'model_flops_per_chip': 3e12, 'moved_bytes_per_chip': 1e9, 'batch_per_chip': 8,
               'chips': 16, 'planned_peak_bytes': 50e9}  # fmt: skip
-  target = {'peak_tflops': 100.0, 'link_gb_s': 200.0, 'hbm_gb': 40.0}
-  result = scaling.estimate(analysis, target, mfu=0.5, clips_per_core=4.0)
-  assert result['compute_s'] == pytest.approx(0.08)  # 4e12 / (100e12 * 0.5)
+  target = {'peak_tflops': 100.0, 'hbm_tb_s': 20.0, 'link_gb_s': 200.0, 'hbm_gb': 40.0}
+  result = scaling.estimate(analysis, target, efficiency=0.5, clips_per_core=4.0)
+  assert result['roofline_flops_s'] == pytest.approx(0.04)  # 4e12 / 100e12
+  assert result['roofline_memory_s'] == pytest.approx(0.05)  # 1e12 / 20e12
+  assert result['bound'] == 'memory'
+  assert result['compute_s'] == pytest.approx(0.1)  # 0.05 / 0.5
   assert result['comm_s'] == pytest.approx(0.005)  # 1e9 / 200e9
-  assert result['step_s_overlapped'] == pytest.approx(0.08)
-  assert result['step_s_serial'] == pytest.approx(0.085)
-  assert result['clips_per_s_per_chip'] == pytest.approx(100.0)
-  assert result['input_cores_per_chip'] == pytest.approx(25.0)
-  assert result['global_clips_per_s'] == pytest.approx(1600.0)
+  assert result['step_s_overlapped'] == pytest.approx(0.1)
+  assert result['step_s_serial'] == pytest.approx(0.105)
+  assert result['clips_per_s_per_chip'] == pytest.approx(80.0)
+  assert result['mfu'] == pytest.approx(3e12 / 0.1 / 100e12)
+  assert result['input_cores_per_chip'] == pytest.approx(20.0)
+  assert result['global_clips_per_s'] == pytest.approx(1280.0)
   assert result['fits_hbm'] is False
 
 

@@ -9,7 +9,7 @@ PYTEST_ARGS ?= -n 2 --dist loadfile --durations=15
 
 DEMO_DIR := demo_run
 
-.PHONY: venv test test-fast lint format demo clean bench-gpu
+.PHONY: venv test test-fast lint format demo clean
 
 venv: $(STAMP)
 
@@ -51,5 +51,6 @@ clean:
 # The prepared one-GPU benchmark (docs/benchmarks.md): no TensorFlow needed, only jax, flax,
 # optax, orbax, ml_collections and torch (+ pytorchvideo for the side-by-side); one JSON in
 # under 8 minutes. Runs with the machine's own python3, not the venv.
+.PHONY: bench-gpu
 bench-gpu:
 	PYTHONPATH=. $(PYTHON) -m avsf_jax.benchmarks.gpu --output=bench_gpu.json

@@ -82,7 +82,7 @@ def test_tiny_benchmark_runs_end_to_end_without_tensorflow(tmp_path):
   env = helpers.subprocess_env(str(tmp_path / 'cache'), devices=2)
   command = [sys.executable, '-m', 'avsf_jax.benchmarks.gpu', '--tiny', '--peak_tflops=0.5']
   done = subprocess.run(
-    command, cwd=helpers.REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+    command, cwd=helpers.REPO, env=env, capture_output=True, text=True, timeout=900, check=False
   )
   assert done.returncode == 0, done.stderr[-3000:]
   result = json.loads(done.stdout.splitlines()[-1])

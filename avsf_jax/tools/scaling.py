@@ -158,6 +158,8 @@ def analyse(config, *, param_sharding: str, batch_per_chip: int, conv_lowering: 
   config.mesh.param_sharding = param_sharding
   config.model.bn_group_size = min(config.model.bn_group_size, batch_per_chip)
   config.input.dataset = 'fake'
+  # The eval batch plays no part in the train step, but must still divide over the chips.
+  config.input.eval_batch_size = chips * max(1, config.input.eval_batch_size // chips)
   config.fake_data = {'num_train_examples': 4 * batch_per_chip * chips}
   # The batch's keys, per-clip shapes and dtypes from one fake clip, then global shapes.
   one = copy.deepcopy(config)

@@ -80,3 +80,10 @@ test-faults: venv
 .PHONY: demo-ltl
 demo-ltl: venv
 	JAX_PLATFORMS=cpu $(BIN)/python -m avsf_jax.tools.ltl_demo --out=$(DEMO_DIR)/ltl
+
+# The prepared one-GPU benchmark (docs/benchmarks.md): no TensorFlow needed, only jax, flax,
+# optax, orbax, ml_collections and torch (+ pytorchvideo for the side-by-side); one JSON in
+# under 8 minutes. Runs with the machine's own python3, not the venv.
+.PHONY: bench-gpu
+bench-gpu:
+	PYTHONPATH=. $(PYTHON) -m avsf_jax.benchmarks.gpu --output=bench_gpu.json

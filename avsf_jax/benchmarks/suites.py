@@ -258,34 +258,47 @@ def pytorchvideo_model(config, crop: int):
   return torch, model
 
 
-def reference_suite(
-  config,
-  *,
-  batch: int = 8,
-  crop: int = 224,
-  steps: int = 5,
-  warmup: int = 2,
-  ours: dict[str, Any] | None = None,
+def tiny_pytorchvideo_slowfast(config):
+  """A depth-18 PyTorchVideo SlowFast about as narrow as `gpu.tiny_config` (8/2 stem
+  channels, Fast->Slow stride alpha): the CPU test form of the reference, not the same
+  network as ours."""
+  torch, slowfast, _ = _import_pytorchvideo()
+  t, alpha = config.input.num_frames, config.model.alpha
+  model = slowfast.create_slowfast(
+    model_depth=18,
+    model_num_class=config.model.num_classes,
+    stem_dim_outs=(8, 2),
+    slowfast_channel_reduction_ratio=(4,),
+    slowfast_fusion_conv_stride=(alpha, 1, 1),
+    head_pool_kernel_sizes=((t, 1, 1), (alpha * t, 1, 1)),
+  )
+  return torch, model
+
+
+def pytorch_rates(
+  torch, model, config, *, batch: int, crop: int, steps: int, warmup: int
 ) -> dict[str, Any]:
-  """PyTorchVideo's inference and SGD-step throughput on the same device, and the ratios."""
-  torch, model = pytorchvideo_model(config, crop)
+  """Median seconds of PyTorch's inference and SGD step of `model` on random clips.
+
+  On CUDA the way PyTorch users run it fastest without compiling: bf16 autocast (AMP),
+  channels_last_3d tensors and weights, cudnn.benchmark (cuDNN picks its algorithms per
+  shape in the warm-up steps). On CPU: float32, the process's threads.
+  """
   cuda = torch.cuda.is_available()
   device = torch.device('cuda' if cuda else 'cpu')
   model = model.to(device)
   if cuda:
+    torch.backends.cudnn.benchmark = True
     model = model.to(memory_format=torch.channels_last_3d)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
   t, alpha = config.input.num_frames, config.model.alpha
-
-  def make_inputs():
-    xs = [torch.randn(batch, 3, t, crop, crop), torch.randn(batch, 3, alpha * t, crop, crop)]
-    if 'audio' in config.model.pathways:
-      xs.append(torch.randn(batch, 1, config.audio.num_frames, 1, config.audio.num_mel_bins))
-    xs = [x.to(device) for x in xs]
-    if cuda:
-      xs = [x.contiguous(memory_format=torch.channels_last_3d) for x in xs]
-    return xs
-
-  inputs = make_inputs()
+  xs = [torch.randn(batch, 3, t, crop, crop), torch.randn(batch, 3, alpha * t, crop, crop)]
+  if 'audio' in config.model.pathways:
+    xs.append(torch.randn(batch, 1, config.audio.num_frames, 1, config.audio.num_mel_bins))
+  inputs = [x.to(device) for x in xs]
+  if cuda:
+    inputs = [x.contiguous(memory_format=torch.channels_last_3d) for x in inputs]
   labels = torch.randint(0, config.model.num_classes, (batch,), device=device)
   autocast = torch.autocast('cuda', dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
   optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
@@ -314,21 +327,47 @@ def reference_suite(
     infer_s = _timed(infer, steps, warmup)
     model.train()
     train_s = _timed(train_step, steps, warmup)
+  return {
+    'implementation': 'pytorchvideo',
+    'device': str(device),
+    'amp': 'bf16 autocast + channels_last_3d + cudnn.benchmark' if cuda else 'none (CPU, float32)',
+    'compute_dtype': 'bfloat16' if cuda else 'float32',
+    'torch_threads': torch.get_num_threads(),
+    'infer_batch_s': infer_s,
+    'train_step_s': train_s,
+    'peak_device_bytes': int(torch.cuda.max_memory_allocated()) if cuda else None,
+    'params': sum(p.numel() for p in model.parameters()),
+  }
+
+
+def reference_suite(
+  config,
+  *,
+  batch: int = 8,
+  crop: int = 224,
+  steps: int = 5,
+  warmup: int = 2,
+  ours: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+  """PyTorchVideo's inference and SGD-step throughput on the same device, and the ratios."""
+  torch, model = pytorchvideo_model(config, crop)
+  rates = pytorch_rates(torch, model, config, batch=batch, crop=crop, steps=steps, warmup=warmup)
   result = {
     'suite': 'reference',
     'implementation': 'pytorchvideo',
     'torch': torch.__version__,
-    'device': str(device),
-    'amp': 'bf16 autocast + channels_last_3d' if cuda else 'none (CPU, float32)',
-    'torch_threads': torch.get_num_threads(),
+    'device': rates['device'],
+    'amp': rates['amp'],
+    'torch_threads': rates['torch_threads'],
     'batch': batch,
     'crop': crop,
-    'infer_clips_per_s': batch / infer_s,
-    'train_clips_per_s': batch / train_s,
-    'params': sum(p.numel() for p in model.parameters()),
+    'infer_clips_per_s': batch / rates['infer_batch_s'],
+    'train_clips_per_s': batch / rates['train_step_s'],
+    'peak_device_bytes': rates['peak_device_bytes'],
+    'params': rates['params'],
   }
   if ours:
-    dtype = 'bfloat16' if cuda else 'float32'
+    dtype = rates['compute_dtype']
     row = next((r for r in ours['rows'] if r['dtype'] == dtype), ours['rows'][0])
     result['ours_dtype'] = row['dtype']
     result['infer_speed_ratio'] = row['infer_clips_per_s'] / result['infer_clips_per_s']

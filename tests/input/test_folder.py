@@ -97,5 +97,5 @@ def test_folder_trains_the_demo_model(tmp_path, monkeypatch, capsys):
   assert skip['path'] == str(root / 'train' / 'cats' / 'broken.mp4')
   out = capsys.readouterr().out
   assert f'preparing 13 videos of 2 classes from {root}' in out
-  assert f'8 prepared, 1 skipped ({skip["reason"]} 1; see {skipped_file})' in out
+  assert f'12 prepared, 1 skipped ({skip["reason"]} 1; see {skipped_file})' in out
   assert 'folder: 8 training / 4 evaluation videos, 2 classes' in out

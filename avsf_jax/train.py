@@ -297,6 +297,12 @@ def _run(trainer: Trainer, config, workdir, writer, checkpointer, watcher):
   if checkpointer.latest_step() is not None:
     start_step, state = trainer.restore(checkpointer)
     logging.info('Resuming from checkpoint %d in %s.', start_step, checkpointer.directory)
+    finished = start_step == trainer.total_steps
+    console.stage(
+      'resume',
+      f'checkpoint {start_step} of {trainer.total_steps} in {checkpointer.directory}'
+      + (': training is done, evaluating again' if finished else ''),
+    )
     if start_step == trainer.total_steps and checkpointer.has_eval_stats(start_step):
       eval_stats = checkpointer.restore_variables(start_step, ex.abstract_variables)[0]
   else:

@@ -294,6 +294,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 def _run(trainer: Trainer, config, workdir, writer, checkpointer, watcher):
   ex = trainer.experiment
   eval_stats = None
+  compile_start = None
   if checkpointer.latest_step() is not None:
     start_step, state = trainer.restore(checkpointer)
     logging.info('Resuming from checkpoint %d in %s.', start_step, checkpointer.directory)
@@ -306,6 +307,8 @@ def _run(trainer: Trainer, config, workdir, writer, checkpointer, watcher):
     if start_step == trainer.total_steps and checkpointer.has_eval_stats(start_step):
       eval_stats = checkpointer.restore_variables(start_step, ex.abstract_variables)[0]
   else:
+    console.begin('compile', 'initialisation and the train step')
+    compile_start = time.time()
     state, start_step = trainer.initial_state(), 0
   train_iter = ex.train_batches(seed=config.seed, start_step=start_step)
   log_every = config.logging.every_steps
@@ -314,14 +317,15 @@ def _run(trainer: Trainer, config, workdir, writer, checkpointer, watcher):
   clips = config.input.batch_size
   last_time, last_step = time.time(), start_step
   bar = None
-  if start_step < trainer.total_steps:
-    console.begin('compile', 'the train step (the first step)')
+  if compile_start is None and start_step < trainer.total_steps:
+    console.begin('compile', 'the train step')
+    compile_start = time.time()
   for step in range(start_step, trainer.total_steps):
     state, step_metrics = trainer.train_step(state, next(train_iter), trainer.train_rng)
     done = step + 1
     if bar is None:  # the first step includes compilation
       jax.block_until_ready(step_metrics)
-      console.end(f'in {time.time() - last_time:.0f} s')
+      console.end(f'{time.time() - compile_start:.0f} s')
       console.stage(
         'training',
         f'{trainer.total_steps} steps of {clips} clips '

@@ -14,7 +14,6 @@ A new user running `make demo` should see what happens, not how: the entry point
 variant, say) is one line instead of a traceback.
 """
 
-import contextlib
 import logging
 import os
 import re
@@ -26,7 +25,7 @@ from absl import logging as absl_logging
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _STAGE_WIDTH = 11
-_state = {'verbose': False, 'handler': None, 'log_path': None}
+_state = {'verbose': False, 'handler': None, 'log_path': None, 'terminal': None}
 
 
 def define_flags() -> None:
@@ -43,28 +42,21 @@ def quiet_native_logs() -> None:
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 
-@contextlib.contextmanager
-def native_stderr_to(path: str):
-  """Sends file descriptor 2 (where C++ code logs) to `path` for the duration."""
-  sys.stderr.flush()
-  saved = os.dup(2)
-  with open(path, 'ab') as f:
-    os.dup2(f.fileno(), 2)
-  try:
-    yield
-  finally:
-    sys.stderr.flush()
-    os.dup2(saved, 2)
-    os.close(saved)
-
-
-def preload_tensorflow(log_file: str | None) -> None:
-  """Imports TensorFlow with its C++ start-up notices (oneDNN, absl::InitializeLog) sent to
-  the log file: TensorFlow 2.21 prints them whatever TF_CPP_MIN_LOG_LEVEL says."""
-  if 'tensorflow' in sys.modules or log_file is None:
+def redirect_native_stderr(path: str) -> None:
+  """Sends file descriptor 2, where C++ code logs (TensorFlow's oneDNN notice, XLA's
+  slow-compilation alarm), to `path`; Python's `sys.stderr` (tracebacks, progress bars,
+  the warnings that matter) keeps writing to the terminal through a copy of the old fd 2.
+  TensorFlow 2.21 prints its notices whatever TF_CPP_MIN_LOG_LEVEL says, so this is the
+  one way to keep them off the console. Done once per process."""
+  if _state['terminal'] is not None:
     return
-  with native_stderr_to(log_file):
-    import tensorflow  # noqa: F401, PLC0415
+  sys.stderr.flush()
+  terminal = os.dup(2)
+  log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+  os.dup2(log_fd, 2)
+  os.close(log_fd)
+  sys.stderr = os.fdopen(terminal, 'w', buffering=1)
+  _state['terminal'] = sys.stderr
 
 
 class _ConsoleFilter(logging.Filter):
@@ -77,11 +69,12 @@ class _ConsoleFilter(logging.Filter):
 
 
 def setup(
-  log_path: str | os.PathLike | None, *, verbose: bool = False, preload_tf: bool = True
+  log_path: str | os.PathLike | None, *, verbose: bool = False, redirect_native: bool = True
 ) -> str | None:
   """Routes logging: everything to `log_path` (appended; local paths only, a remote workdir
   logs to a local temporary file instead), the console as described in the module doc.
-  With `preload_tf`, TensorFlow is imported now, its C++ start-up notices into the log.
+  With `redirect_native` (and not `verbose`), C++ log lines go to the file too
+  (`redirect_native_stderr`).
 
   Returns the path of the log file actually written.
   """
@@ -122,8 +115,9 @@ def setup(
   for h in list(tf_logger.handlers):
     tf_logger.removeHandler(h)
   tf_logger.propagate = True
-  if preload_tf and not verbose:
-    preload_tensorflow(path)
+  if redirect_native and not verbose and path is not None:
+    redirect_native_stderr(path)
+  absl_handler.python_handler.stream = sys.stderr
   return path
 
 

@@ -60,14 +60,15 @@ def routed(tmp_path):
   root = logging.getLogger()
   level, handlers = root.level, list(root.handlers)
   absl_handler = absl_logging.get_absl_handler()
-  filters = list(absl_handler.filters)
-  path = console.setup(tmp_path / 'log.txt', verbose=False, preload_tf=False)
+  filters, stream = list(absl_handler.filters), absl_handler.python_handler.stream
+  path = console.setup(tmp_path / 'log.txt', verbose=False, redirect_native=False)
   yield path
   for h in list(root.handlers):
     if h not in handlers:
       root.removeHandler(h)
       h.close()
   absl_handler.filters[:] = filters
+  absl_handler.python_handler.stream = stream
   root.setLevel(level)
   logging.captureWarnings(False)
 

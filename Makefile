@@ -87,3 +87,14 @@ demo-ltl: venv
 .PHONY: bench-gpu
 bench-gpu:
 	PYTHONPATH=. $(PYTHON) -m avsf_jax.benchmarks.gpu --output=bench_gpu.json
+
+# See that audio matters: the visual-only SlowFast next to AVSlowFast on synthetic_av (the
+# AVSlowFast run of `make demo` is reused: in a finished workdir only the evaluation reruns).
+# Writes a side-by-side per-class chart and prints both models' per-class rows.
+.PHONY: demo-compare
+demo-compare: venv
+	$(BIN)/python -m avsf_jax.main --config=configs/demo.py --workdir=$(DEMO_DIR)/avslowfast
+	$(BIN)/python -m avsf_jax.main --config=configs/demo.py:slowfast --workdir=$(DEMO_DIR)/slowfast
+	$(BIN)/python -m avsf_jax.tools.compare_results --a=$(DEMO_DIR)/slowfast/eval_results.json \
+	  --b=$(DEMO_DIR)/avslowfast/eval_results.json --output=$(DEMO_DIR)/compare_per_class.png \
+	  --label_a=SlowFast --label_b=AVSlowFast

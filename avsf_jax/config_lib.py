@@ -40,7 +40,7 @@ def input_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(
     {
       'dataset': 'kinetics400',
-      'data_dir': None,
+      'data_dir': '',  # '' = $AVSF_DATA_DIR or ~/.cache/avsf_jax/datasets
       'train_split': 'train',
       'eval_split': 'validation',
       'num_frames': 4,  # T: frames of the Slow pathway (Fast takes model.alpha * T)

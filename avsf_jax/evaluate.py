@@ -14,14 +14,14 @@ FILE.scores.npz (per-video scores, labels and video indices) and FILE.per_class.
 """
 
 import io
-import json
+import os
 
 import jax
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avsf_jax import checkpointing, export, storage, tasks
+from avsf_jax import checkpointing, console, export, storage, tasks
 from avsf_jax import experiment as experiment_lib
 from avsf_jax import mesh as mesh_lib
 from avsf_jax.evaluation import plots
@@ -31,12 +31,7 @@ FLAGS = flags.FLAGS
 
 
 def _progress(total_videos: int, batch: int):
-  from tqdm import tqdm  # noqa: PLC0415
-
-  def wrap(batches):
-    return tqdm(batches, total=-(-total_videos // batch), desc='evaluating', unit='batch')
-
-  return wrap if jax.process_index() == 0 else None
+  return console.progress_wrap(-(-total_videos // batch), desc='evaluating')
 
 
 def evaluate_workdir(
@@ -131,8 +126,17 @@ def main(argv):
     raise app.UsageError('Too many command-line arguments.')
   if (FLAGS.workdir is None) == (FLAGS.export is None):
     raise app.UsageError('give exactly one of --workdir and --export')
+  # console: library logs to WORKDIR/log.txt (with --export: log.txt beside --output).
+  log_dir = FLAGS.workdir or os.path.dirname(os.path.abspath(FLAGS.output))
+  if FLAGS.workdir and '://' not in FLAGS.workdir and not os.path.isdir(FLAGS.workdir):
+    raise console.fail('evaluate', f'{FLAGS.workdir}: no such training workdir')
+  console.setup(storage.path(log_dir) / 'log.txt', verbose=FLAGS.verbose)
   mesh_lib.prepare_process()
   multi_view = not FLAGS.single_view
+  what = f'export {FLAGS.export}' if FLAGS.export else f'workdir {FLAGS.workdir}'
+  config = FLAGS.config
+  num_views = config.input.num_temporal_views * config.input.num_spatial_views if multi_view else 1
+  console.stage('evaluation', f'{what}, {num_views} view(s) per video')
   try:
     if FLAGS.workdir:
       results, per_video, names = evaluate_workdir(
@@ -147,16 +151,14 @@ def main(argv):
       results, per_video, names = evaluate_export(FLAGS.config, FLAGS.export, multi_view=multi_view)
       results['evaluated'] = {'export': str(storage.path(FLAGS.export))}
   except (storage.FileFault, FileNotFoundError, checkpointing.CheckpointError) as e:
-    if FLAGS.verbose:
-      raise
-    raise SystemExit(f'evaluate: {e}') from None
+    raise console.fail('evaluate', e) from None
   results['views'] = 'multi' if multi_view else 'single'
   if jax.process_index() == 0:
-    for path in write_outputs(FLAGS.output, results, per_video, names):
-      print(f'wrote {path}')
+    written = write_outputs(FLAGS.output, results, per_video, names)
     headline = {k: round(v, 2) for k, v in results.items() if k.startswith(('top1', 'top5', 'mAP'))}
     logging.info('%s', headline)
-    print(json.dumps(headline))
+    console.stage('results', ', '.join(f'{k} {v:.1f}%' for k, v in headline.items()))
+    console.summary([('wrote', path) for path in written])
 
 
 def define_flags() -> None:
@@ -174,10 +176,11 @@ def define_flags() -> None:
     'With --workdir: recompute the BN statistics from the training split (evals.*) instead of '
     'using those saved with the checkpoint.',
   )
-  flags.DEFINE_bool('verbose', False, 'Show the traceback of a failure.')
+  console.define_flags()
   flags.mark_flags_as_required(['config', 'output'])
 
 
 if __name__ == '__main__':
+  console.quiet_native_logs()
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=console.parse_flags)

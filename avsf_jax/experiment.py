@@ -41,6 +41,10 @@ def data_source(config: ml_collections.ConfigDict):
     from avsf_jax.input import ava_pipeline  # noqa: PLC0415
 
     return ava_pipeline
+  if config.input.dataset == 'folder':  # your own videos: <root>/<split>/<class>/<video>
+    from avsf_jax.input.prepare import folder  # noqa: PLC0415
+
+    return folder
   from avsf_jax.input import pipeline  # noqa: PLC0415 (imports TensorFlow)
 
   return pipeline

@@ -336,25 +336,27 @@ def main(argv):
   """`python -m avsf_jax.export --config=CFG --workdir=DIR --output=EXPORT_DIR [--overwrite]`."""
   from absl import app, flags  # noqa: PLC0415
 
-  from avsf_jax import checkpointing  # noqa: PLC0415
+  from avsf_jax import checkpointing, console  # noqa: PLC0415
   from avsf_jax import mesh as mesh_lib  # noqa: PLC0415
 
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
   args = flags.FLAGS
-  config = args.config if args.config is not None else config_from_workdir(args.workdir)
-  mesh_lib.prepare_process()
-  if jax.process_count() > 1 and config.mesh.param_sharding != 'replicated':
-    raise app.UsageError('export: gather FSDP-sharded parameters first (export on one host)')
+  # console: library logs to WORKDIR/log.txt, one line per stage, one-line errors.
+  if '://' not in args.workdir and not os.path.isdir(args.workdir):
+    raise console.fail('export', f'{args.workdir}: no such training workdir')
+  console.setup(storage.path(args.workdir) / 'log.txt', verbose=args.verbose)
   try:
+    config = args.config if args.config is not None else config_from_workdir(args.workdir)
+    mesh_lib.prepare_process()
+    if jax.process_count() > 1 and config.mesh.param_sharding != 'replicated':
+      raise app.UsageError('export: gather FSDP-sharded parameters first (export on one host)')
     path = export_workdir(
       config, args.workdir, args.output, step=args.step, overwrite=args.overwrite
     )
   except (storage.FileFault, FileNotFoundError, checkpointing.CheckpointError) as e:
-    if args.verbose:
-      raise
-    raise SystemExit(f'export: {e}') from None
-  print(f'wrote {path}')
+    raise console.fail('export', e) from None
+  console.stage('export', f'{path} (evaluate it with --export={path})')
 
 
 def _define_flags() -> None:
@@ -362,17 +364,22 @@ def _define_flags() -> None:
   from absl import flags  # noqa: PLC0415
   from ml_collections import config_flags  # noqa: PLC0415
 
+  from avsf_jax import console  # noqa: PLC0415
+
   config_flags.DEFINE_config_file('config', None, 'Config file (with :variant).')
   flags.DEFINE_string('workdir', None, 'Training workdir whose newest checkpoint to export.')
   flags.DEFINE_string('output', None, 'Export directory to write.')
   flags.DEFINE_bool('overwrite', False, 'Replace an existing export.')
-  flags.DEFINE_bool('verbose', False, 'Show the traceback of a failure.')
   flags.DEFINE_integer('step', None, 'Checkpoint step to export (default: the newest valid one).')
+  console.define_flags()
   flags.mark_flags_as_required(['workdir', 'output'])
 
 
 if __name__ == '__main__':
   from absl import app
 
+  from avsf_jax import console
+
+  console.quiet_native_logs()
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=console.parse_flags)

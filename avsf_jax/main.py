@@ -6,26 +6,51 @@ r"""Trains and evaluates a model: `python -m avsf_jax.main --config=CFG --workdi
 
 Runs resume from the newest checkpoint in --workdir. Several processes (a TPU pod, or
 JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID set) run the same command.
+The console shows one line per stage, progress bars and a closing summary; library logs go
+to WORKDIR/log.txt (`--verbose` shows them too). A user's mistake (an unprepared dataset, an
+unknown config variant, a workdir of another experiment) is one line, without a traceback.
 """
 
-import jax
-from absl import app, flags, logging
-from ml_collections import config_flags
+import os
+import sys
 
-from avsf_jax import checkpointing, config_lib, storage, train
-from avsf_jax import mesh as mesh_lib
+# Before TensorFlow and XLA load (they are imported below): no C++ INFO/WARNING lines
+# (oneDNN notices and the like) unless --verbose or the user set a level.
+if '--verbose' not in sys.argv:
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import jax  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from avsf_jax import checkpointing, config_lib, console, storage, train  # noqa: E402
+from avsf_jax import mesh as mesh_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and results.')
 config_flags.DEFINE_config_file(
   'config', None, 'Config file, optionally with :variant.', lock_config=True
 )
+console.define_flags()
 flags.mark_flags_as_required(['config', 'workdir'])
+
+# The errors a user's mistake raises: reported in one line, the traceback only in log.txt.
+USER_ERRORS = (
+  train.NonFiniteError,
+  train.WorkdirMismatchError,
+  config_lib.ConfigError,
+  checkpointing.CheckpointError,
+  storage.FileFault,  # a damaged or foreign file the user handed over (init_from, class names)
+  FileNotFoundError,
+  TimeoutError,  # another process's dataset build did not finish in time
+)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
+  workdir = storage.path(FLAGS.workdir)
+  log_file = console.setup(_log_file(FLAGS.workdir), verbose=FLAGS.verbose)
   mesh_lib.prepare_process()
   logging.info(
     'Process %d of %d; %d local / %d global devices (%s).',
@@ -37,24 +62,30 @@ def main(argv):
   )
   try:
     results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except train.NonFiniteError as e:
-    logging.error('%s', e)
-    raise SystemExit(f'Stopped: {e}') from None
-  except (config_lib.ConfigError, checkpointing.CheckpointError, FileNotFoundError) as e:
-    logging.error('%s', e)
-    raise SystemExit(f'Stopped: {e}') from None
+  except USER_ERRORS as e:
+    raise console.fail('main', e) from None
   if results is not None and jax.process_index() == 0:
-    workdir = storage.path(FLAGS.workdir)
-    print(f'Final evaluation ({results["num_examples"]} videos): ' + _headline(results))
-    print(f'Results: {workdir / "eval_results.json"}')
+    rows = [(k, f'{results[k]:.1f}%') for k in _headline_keys(results)]
+    rows.append(('videos', f'{results["num_examples"]} (step {results.get("step")})'))
+    rows.append(('results', str(workdir / 'eval_results.json')))
     if (workdir / 'per_class_top1.png').exists():
-      print(f'Per-class accuracy: {workdir / "per_class_top1.png"}')
+      rows.append(('per-class plot', str(workdir / 'per_class_top1.png')))
+    if log_file:
+      rows.append(('log', log_file))
+    rows.append(('TensorBoard', f'tensorboard --logdir {workdir}'))
+    console.summary(rows)
 
 
-def _headline(results) -> str:
-  keys = [k for k in results if k.startswith(('top1', 'top5', 'mAP'))]
-  return ', '.join(f'{k} {results[k]:.1f}%' for k in keys)
+def _log_file(workdir: str) -> str:
+  """WORKDIR/log.txt (WORKDIR/log-<process>.txt on processes other than 0)."""
+  process = os.environ.get('JAX_PROCESS_ID', '0')
+  name = 'log.txt' if process in ('', '0') else f'log-{process}.txt'
+  return str(storage.path(workdir) / name)
+
+
+def _headline_keys(results) -> list[str]:
+  return [k for k in results if k.startswith(('top1', 'top5', 'mAP'))]
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=console.parse_flags)

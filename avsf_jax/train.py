@@ -8,6 +8,7 @@ same for every task.
 """
 
 import functools
+import json
 import time
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from avsf_jax import checkpointing, optim, storage
+from avsf_jax import checkpointing, console, optim, storage
 from avsf_jax import experiment as experiment_lib
 from avsf_jax import mesh as mesh_lib
 from avsf_jax.evaluation import plots
@@ -42,6 +43,52 @@ class TrainState:
 
 class NonFiniteError(FloatingPointError):
   """A loss or gradient became NaN or Inf; the run stops without saving that state."""
+
+
+class WorkdirMismatchError(ValueError):
+  """The workdir holds checkpoints of another experiment (another model or task)."""
+
+
+# Model fields that do not change what a checkpoint holds (the compute dtype).
+_NEUTRAL_MODEL_FIELDS = frozenset({'dtype'})
+
+
+def check_workdir(config: ml_collections.ConfigDict, workdir) -> None:
+  """Raises WorkdirMismatchError when `workdir` has checkpoints and its saved `config.json`
+  names another task or model than `config`: resuming would mix two experiments.
+
+  Compares `task` and every `model` field but the compute dtype, and names the fields
+  that differ.
+  """
+  workdir = storage.path(workdir)
+  saved_path = workdir / 'config.json'
+  checkpoints = workdir / 'checkpoints'
+  if not saved_path.exists() or not checkpoints.exists():
+    return
+  if not any(p.name.isdigit() for p in checkpoints.iterdir()):
+    return
+  try:
+    saved = json.loads(saved_path.read_text())
+  except (ValueError, OSError) as e:
+    raise WorkdirMismatchError(
+      f'{saved_path}: not readable JSON ({e}); cannot tell whose checkpoints '
+      f'{checkpoints} holds. Use another --workdir.'
+    ) from None
+  current = json.loads(config.to_json_best_effort())
+  differ = []
+  if saved.get('task') != current.get('task'):
+    differ.append(('task', saved.get('task'), current.get('task')))
+  saved_model, model = saved.get('model') or {}, current.get('model') or {}
+  for key in sorted(set(saved_model) | set(model)):
+    if key not in _NEUTRAL_MODEL_FIELDS and saved_model.get(key) != model.get(key):
+      differ.append((f'model.{key}', saved_model.get(key), model.get(key)))
+  if differ:
+    shown = '; '.join(f'{k}: {a!r} there, {b!r} here' for k, a, b in differ[:3])
+    more = f' (and {len(differ) - 3} more fields)' if len(differ) > 3 else ''
+    raise WorkdirMismatchError(
+      f'{workdir} holds checkpoints of another experiment ({shown}{more}); not mixing '
+      'them. Use another --workdir, or delete that one to start over.'
+    )
 
 
 def train_step(
@@ -210,7 +257,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   lead = jax.process_index() == 0
   if lead:
     workdir.mkdir(parents=True, exist_ok=True)
+  check_workdir(config, workdir)
   trainer = Trainer(config)
+  info = trainer.experiment.info
+  classes = info.num_classes if isinstance(info.num_classes, int) else dict(info.num_classes)
+  console.stage(
+    'dataset',
+    f'{config.input.dataset}: {info.num_train_examples} training / '
+    f'{info.num_eval_examples} evaluation videos, {classes} classes',
+  )
   # clu's writers (TensorBoard + console) load TensorFlow's summary ops; importing them here
   # keeps `import avsf_jax.train` free of TensorFlow.
   from clu import metric_writers  # noqa: PLC0415
@@ -239,12 +294,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 def _run(trainer: Trainer, config, workdir, writer, checkpointer, watcher):
   ex = trainer.experiment
   eval_stats = None
+  compile_start = None
   if checkpointer.latest_step() is not None:
     start_step, state = trainer.restore(checkpointer)
     logging.info('Resuming from checkpoint %d in %s.', start_step, checkpointer.directory)
+    finished = start_step == trainer.total_steps
+    console.stage(
+      'resume',
+      f'checkpoint {start_step} of {trainer.total_steps} in {checkpointer.directory}'
+      + (': training is done, evaluating again' if finished else ''),
+    )
     if start_step == trainer.total_steps and checkpointer.has_eval_stats(start_step):
       eval_stats = checkpointer.restore_variables(start_step, ex.abstract_variables)[0]
   else:
+    console.begin('compile', 'initialisation and the train step')
+    compile_start = time.time()
     state, start_step = trainer.initial_state(), 0
   train_iter = ex.train_batches(seed=config.seed, start_step=start_step)
   log_every = config.logging.every_steps
@@ -252,9 +316,24 @@ def _run(trainer: Trainer, config, workdir, writer, checkpointer, watcher):
   pending: list[tuple[int, dict[str, jax.Array]]] = []
   clips = config.input.batch_size
   last_time, last_step = time.time(), start_step
+  bar = None
+  if compile_start is None and start_step < trainer.total_steps:
+    console.begin('compile', 'the train step')
+    compile_start = time.time()
   for step in range(start_step, trainer.total_steps):
     state, step_metrics = trainer.train_step(state, next(train_iter), trainer.train_rng)
     done = step + 1
+    if bar is None:  # the first step includes compilation
+      jax.block_until_ready(step_metrics)
+      console.end(f'{time.time() - compile_start:.0f} s')
+      console.stage(
+        'training',
+        f'{trainer.total_steps} steps of {clips} clips '
+        f'({trainer.total_steps / trainer.steps_per_epoch:g} epochs) on {jax.device_count()} '
+        f'{jax.default_backend()} device(s)' + (f', from step {start_step}' if start_step else ''),
+      )
+      bar = console.progress(trainer.total_steps, desc='training', initial=step)
+    bar.update(1)
     pending.append((done, step_metrics))
     preempted = config.checkpoint.save_on_preemption and watcher.reached(done)
     is_last = done == trainer.total_steps
@@ -273,17 +352,32 @@ def _run(trainer: Trainer, config, workdir, writer, checkpointer, watcher):
         epoch=done / trainer.steps_per_epoch,
       )
       writer.write_scalars(done, {f'train/{k}': v for k, v in summary.items()})
+      bar.set_postfix_str(console.train_postfix(summary), refresh=False)
     if save_now:
       checkpointer.save(done, state)
     if preempted:
+      bar.close()
       checkpointer.wait()
       logging.warning('Preemption notice: saved checkpoint %d; stopping.', done)
       return None
     if eval_now:
       variables = ex.with_precise_bn(state.variables())
-      results, _ = ex.evaluate(variables, multi_view=config.evals.periodic_multi_view)
+      results, _ = ex.evaluate(
+        variables,
+        multi_view=config.evals.periodic_multi_view,
+        progress=_eval_progress(ex, f'eval@{done}', config.evals.periodic_multi_view),
+      )
+      bar.set_postfix_str(console.train_postfix(summary) + ', ' + _headline(results), refresh=False)
       writer.write_scalars(done, _scalars('eval', results))
 
+  if bar is not None:
+    bar.close()
+  views = config.input.num_temporal_views * config.input.num_spatial_views
+  console.stage(
+    'evaluation',
+    f'{ex.info.num_eval_examples} videos x {views} views'
+    + ('' if eval_stats is not None else ', after precise BN statistics'),
+  )
   if eval_stats is not None:
     eval_variables = eval_stats
   else:
@@ -294,8 +388,14 @@ def _run(trainer: Trainer, config, workdir, writer, checkpointer, watcher):
       checkpointer.save(trainer.total_steps, state, eval_batch_stats=eval_variables['batch_stats'])
   checkpointer.wait()
 
-  results, _ = ex.evaluate(eval_variables, multi_view=True)
+  results, _ = ex.evaluate(
+    eval_variables, multi_view=True, progress=_eval_progress(ex, 'evaluating', True)
+  )
   step = int(jax.device_get(state.step))
+  console.stage('results', f'{_headline(results)} at step {step}')
+  if 'per_class_top1' in results:
+    values = ' '.join(f'{v:.0f}' for v in np.asarray(results['per_class_top1'], float))
+    console.stage('per class', f'top-1 {values}')
   results['step'] = step
   results['class_names'] = _plain(ex.info.class_names)
   writer.write_scalars(step, _scalars('final', results))
@@ -310,6 +410,18 @@ def _run(trainer: Trainer, config, workdir, writer, checkpointer, watcher):
         title=f'per-class top-1, overall {results["top1"]:.1f}%',
       )
   return results
+
+
+def _eval_progress(ex, desc: str, multi_view: bool):
+  """A progress bar over the evaluation batches."""
+  del multi_view  # the batch count is per video either way
+  batch = ex.config.input.eval_batch_size
+  return console.progress_wrap(-(-ex.info.num_eval_examples // batch), desc=desc)
+
+
+def _headline(results: dict[str, Any]) -> str:
+  keys = [k for k in results if k.startswith(('top1', 'top5', 'mAP'))]
+  return ', '.join(f'{k} {float(results[k]):.1f}%' for k in keys)
 
 
 def _plain(x):

@@ -13,7 +13,8 @@ A result file is the JSON that `avsf_jax.main` (`DIR/eval_results.json`) and
 Charades results carry `per_class_ap` (and `mAP`) instead of `per_class_top1`. Values are
 percent; `null` or NaN marks a class without examples. With dicts, classes are matched by
 name; with lists, by index (and the two files' `class_names` must agree). The tool prints
-both headlines and the top gains / losses from A to B, and writes the comparison chart.
+both headlines, the top gains / losses from A to B and both models' per-class rows (up to
+30 classes), and writes the comparison chart.
 """
 
 import json
@@ -118,6 +119,37 @@ def format_changes(gains: Sequence, losses: Sequence, label_a: str, label_b: str
   return '\n'.join(lines)
 
 
+def format_rows(
+  names: Sequence[str],
+  values_a: Sequence[float],
+  values_b: Sequence[float],
+  label_a: str,
+  label_b: str,
+  metric: str,
+) -> str:
+  """Both models' per-class values as two rows under class-index columns, and the legend.
+
+  `metric` heads the table. NaN (a class without examples) prints as `-`.
+  """
+  width = max(4, len(str(len(names) - 1)) + 1)
+  label_width = max(len(label_a), len(label_b), len(metric))
+
+  def cells(values):
+    return ''.join(f'{"-" if math.isnan(v) else f"{v:.0f}":>{width}}' for v in values)
+
+  lines = [
+    f'{metric:<{label_width}}' + ''.join(f'{i:>{width}}' for i in range(len(names))),
+    f'{label_a:<{label_width}}' + cells(values_a),
+    f'{label_b:<{label_width}}' + cells(values_b),
+    'classes: ' + ', '.join(f'{i} {n}' for i, n in enumerate(names)),
+  ]
+  return '\n'.join(lines)
+
+
+# Up to this many classes, the report shows every class of both models side by side.
+MAX_ROW_CLASSES = 30
+
+
 def compare(
   path_a: str, path_b: str, output: str, label_a: str = 'A', label_b: str = 'B', top: int = 20
 ) -> str:
@@ -131,7 +163,10 @@ def compare(
     f'{label}: ' + ', '.join(f'{k} {v}' for k, v in r.headline.items())
     for label, r in ((label_a, a), (label_b, b))
   ]
-  report = '\n'.join(headline + [format_changes(gains, losses, label_a, label_b)])
+  rows = []
+  if len(names) <= MAX_ROW_CLASSES:
+    rows = [format_rows(names, values_a, values_b, label_a, label_b, metric)]
+  report = '\n'.join(headline + [format_changes(gains, losses, label_a, label_b)] + rows)
   return report + f'\nChart: {output}'
 
 

@@ -27,7 +27,9 @@ def _launch(workdir, tmp_path, compilation_cache, tag: str, *overrides: str) -> 
       JAX_PROCESS_ID=str(i),
     )
     processes.append(
-      start_main(workdir, tmp_path / f'{tag}_{i}.log', env, *overrides, variant='slow_only')
+      start_main(
+        workdir, tmp_path / f'{tag}_{i}.log', env, *overrides, '--verbose', variant='slow_only'
+      )
     )
   try:
     codes = [p.wait(timeout=420) for p in processes]

@@ -66,7 +66,8 @@ def test_resume_after_sigkill_is_bitwise_exact(reference_run, tmp_path, compilat
     process.send_signal(signal.SIGKILL)
     process.wait()
   assert 6 not in finished_checkpoints(workdir)  # it really was cut short
-  resumed = start_main(workdir, tmp_path / 'resumed.log', env)
+  # --verbose: library logs (the resume line) on the console too, not only in WORKDIR/log.txt.
+  resumed = start_main(workdir, tmp_path / 'resumed.log', env, '--verbose')
   assert resumed.wait(timeout=240) == 0, (tmp_path / 'resumed.log').read_text()[-3000:]
   log = (tmp_path / 'resumed.log').read_text()
   assert 'Resuming from checkpoint' in log
@@ -86,6 +87,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, compilation_cach
     env,
     '--config.fake_data.delay_s=1.5',
     '--config.checkpoint.every_steps=1000',
+    '--verbose',  # the metric lines (library logs) on the console too
   )
   try:
     wait_for(lambda: '] train/accuracy' in log_path.read_text(), timeout=240, process=process)

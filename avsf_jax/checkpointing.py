@@ -21,6 +21,8 @@ saves that same step again, the bad checkpoint is first moved, byte for byte, to
 before killing a job) into "save now and stop", agreed on by all processes.
 """
 
+import hashlib
+import json
 import re
 import signal
 import threading
@@ -37,6 +39,7 @@ from avsf_jax import storage
 
 STATE = 'default'  # the train state's item (orbax's name for a single item: older checkpoints)
 EVAL_STATS = 'eval_batch_stats'
+DIGESTS = 'avsf_sha256.json'  # sha256 of every file of a finished checkpoint
 
 
 class CheckpointError(RuntimeError):
@@ -114,6 +117,49 @@ class Checkpointer:
     logging.warning('%s', line)
     print(f'warning: {line}')
 
+  def _record_digests(self) -> None:
+    """Writes `<step>/avsf_sha256.json` (sha256 of every file) for each finished checkpoint
+    that has none. orbax stores no checksums of its own, so flipped bytes in raw tensor
+    data would otherwise restore as wrong numbers; the record is checked before a restore.
+    Process 0 writes it once the save has finished (before the next save, at wait/close)."""
+    if jax.process_index() != 0:
+      return
+    for step in self.all_steps():
+      folder = self.directory / str(step)
+      if (folder / DIGESTS).exists() or not folder.exists():
+        continue
+      digests = {
+        str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(folder.rglob('*'))
+        if f.is_file() and f.name != DIGESTS
+      }
+      storage.write_json(folder / DIGESTS, digests)
+
+  def verify(self, step: int) -> None:
+    """Raises CheckpointError naming the first file of checkpoint `step` that is missing or
+    whose bytes differ from those recorded when it was saved (no record: nothing to check)."""
+    folder = self.directory / str(step)
+    record = folder / DIGESTS
+    if not record.exists():
+      return
+    try:
+      digests = json.loads(record.read_text())
+    except (ValueError, OSError) as e:
+      raise CheckpointError(f'checkpoint {step} ({record}) cannot be restored: {e}') from None
+    for name, digest in sorted(digests.items()):
+      path = folder / name
+      try:
+        data = path.read_bytes()
+      except OSError as e:  # missing, unreadable
+        raise CheckpointError(
+          f'checkpoint {step} ({path}) cannot be restored: {storage.first_line(e)}'
+        ) from None
+      if hashlib.sha256(data).hexdigest() != digest:
+        raise CheckpointError(
+          f'checkpoint {step} ({path}) cannot be restored: damaged (its sha256 differs from '
+          'the one recorded when it was saved: corrupt, truncated or replaced bytes)'
+        )
+
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
@@ -127,6 +173,8 @@ class Checkpointer:
     if step in self.failed and jax.process_count() > 1:
       multihost_utils.sync_global_devices(f'checkpoint_moved_aside_{step}')
     self.failed.pop(step, None)
+    self._manager.wait_until_finished()
+    self._record_digests()
     items = {STATE: ocp.args.StandardSave(state)}
     if eval_batch_stats is not None:
       items[EVAL_STATS] = ocp.args.StandardSave(eval_batch_stats)
@@ -145,6 +193,7 @@ class Checkpointer:
     # from checkpoints that hold only `default`, and then refuses named (Composite) restores.
     path = self.directory / str(step) / STATE
     try:
+      self.verify(step)
       state = ocp.StandardCheckpointer().restore(path, abstract_state)
       _check_finite(getattr(state, 'params', None), path)
     except Exception as e:  # noqa: BLE001 - orbax raises many kinds; one line says which
@@ -168,6 +217,7 @@ class Checkpointer:
     return f'checkpoint {step} ({where}) cannot be restored: {_cause(error)}'
 
   def _restore_variables(self, step: int, abstract_variables):
+    self.verify(step)
     step_dir = self.directory / str(step)
     restore_args = jax.tree.map(
       lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, global_shape=x.shape, dtype=x.dtype),
@@ -215,9 +265,11 @@ class Checkpointer:
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
+    self._record_digests()
 
   def close(self) -> None:
     self._manager.wait_until_finished()
+    self._record_digests()
     self._manager.close()
 
 

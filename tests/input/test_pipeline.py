@@ -26,7 +26,9 @@ def _config(data_dir, **input_overrides):
       **input_overrides,
     }
   )
-  config.model.alpha = 2  # the clip geometry's alpha lives in the model section
+  config.model.alpha = 2  # the clip geometry's alpha and the pathways live in the model section
+  if 'pathways' in config.input:
+    config.model.pathways = tuple(config.input.pathways)
   config.audio.num_frames = 16
   return config
 

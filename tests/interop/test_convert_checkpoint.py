@@ -112,6 +112,7 @@ def test_pytorchvideo_file_converts_to_an_export_that_predicts_like_pytorchvideo
     '--source=pytorchvideo',
     f'--config={SLOWFAST_4X16}',
     f'--config.input.test_crop_size={CROP}',
+    '--config.model.head_pooling=global',  # PyTorchVideo's head at a small crop: its logits
     f'--input={path}',
     f'--output={out}',
   )
@@ -139,6 +140,7 @@ def test_caffe2_blob_pickle_converts_and_matches(ptv_slowfast, tmp_path):
     pickle.dump({'blobs': _ptv_to_caffe2(state)}, f)
   config = load_config(SLOWFAST_4X16)
   config.input.crop_size = CROP
+  config.model.head_pooling = 'global'  # the Caffe2 model's logits at a small crop
   variables, report = convert_checkpoint.convert_file(config, 'caffe2', str(path))
   assert report.complete, report.summary()
   from avsf_jax import models

@@ -19,7 +19,7 @@ import torch
 from avsf_jax import models
 from avsf_jax.interop import convert
 from avsf_jax.models import stats
-from tests.conftest import load_config
+from tests.helpers import load_config
 
 # Installs the torchvision stub that PyTorchVideo's builders import (see `_hub`).
 from tests.interop.test_pytorchvideo_parity import _randomise_batchnorm, _torch_inputs

@@ -87,6 +87,14 @@ class NonFiniteCheckpointError(ValueError):
   """A checkpoint restored, but its parameters hold NaN or Inf."""
 
 
+def _files(folder):
+  """Every file under `folder`, sorted (epath's `rglob` refuses `**` on object stores)."""
+  out = []
+  for entry in sorted(folder.iterdir()):
+    out.extend(_files(entry) if entry.is_dir() else [entry])
+  return out
+
+
 class Checkpointer:
   """Saves and restores the train state under `workdir/checkpoints/<step>`."""
 
@@ -130,8 +138,8 @@ class Checkpointer:
         continue
       digests = {
         str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
-        for f in sorted(folder.rglob('*'))
-        if f.is_file() and f.name != DIGESTS
+        for f in _files(folder)
+        if f.name != DIGESTS
       }
       storage.write_json(folder / DIGESTS, digests)
 

@@ -122,7 +122,8 @@ def test_train_kill_resume_export_evaluate_in_a_bucket(
   env = helpers.subprocess_env(compilation_cache, **emulator)
   env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(helpers.REPO), env.get('PYTHONPATH')]))
   run = f'gs://{BUCKET}/run'
-  flags = [f'--config={helpers.TINY_CONFIG}', f'--workdir={run}']
+  # --verbose: the resume line is a library log (WORKDIR/log.txt otherwise), read below.
+  flags = [f'--config={helpers.TINY_CONFIG}', f'--workdir={run}', '--verbose']
 
   def checkpoints():
     """Steps whose save is complete: on GCS orbax writes commit_success.txt last."""

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from avsf_jax.input import info as info_lib
+
 
 def softmax_cross_entropy(
   logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0
@@ -32,9 +34,9 @@ def sigmoid_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
   ).mean()
 
 
-def label_key(head: str | None) -> str:
-  """Batch key of a head's labels: 'label', or 'label_<head>' for named heads (EPIC)."""
-  return 'label' if head is None else f'label_{head}'
+# The batch key of a head's labels ('label', or 'label_<head>' for EPIC's named heads) has
+# one home, beside the dataset info; kept reachable here for the losses' callers.
+label_key = info_lib.label_key
 
 
 def classification(

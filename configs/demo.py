@@ -40,10 +40,11 @@ def get_config(arg=None):
   config.audio.num_mel_bins = 40
   config.model.num_classes = 12  # synthetic_av: 3 colours x 2 directions x 2 pitches
   # A short run: the paper's DropPathway rate 0.8 deliberately slows audio learning over a long
-  # schedule; here 0.5, and head dropout 0.2 instead of 0.5.
+  # schedule; here 0.2, and head dropout 0.2 instead of 0.5. At 0.5 one seed in five learnt the
+  # pitch of some classes only in the last steps (96.7% top-1; 83.3% with 900 steps).
   config.model.dropout_rate = 0.2
   if variant == 'avslowfast':
-    config.model.drop_pathway_rate = 0.5
+    config.model.drop_pathway_rate = 0.2
   # From scratch: 240 training clips, 15 steps an epoch, 40 epochs = 600 steps.
   config.optim.num_epochs = 40.0
   config.optim.warmup_epochs = 2.0

@@ -545,3 +545,137 @@ def test_command_lines_exit_with_one_line(tmp_path, compilation_cache):
     assert last.startswith(f'{name}: '), result.stderr[-2000:]
     assert 'Traceback' not in result.stderr, result.stderr[-2000:]
   assert not (tmp_path / 'out').exists() and not (tmp_path / 'x.npy').exists()
+
+
+# -- prepared datasets: prepare_dataset and training on damaged shards -------------------------
+
+
+@pytest.fixture(scope='module')
+def prepared(tmp_path_factory):
+  """(manual_dir, data_root): a real synthetic_av of one train and one validation clip,
+  prepared by `builders.build` from raw files written here (two 0.5 s clips; their
+  RAW_COMPLETE marker keeps the builder from generating the full 300)."""
+  from avsf_jax.input.prepare import builders, synthetic  # noqa: PLC0415
+
+  root = tmp_path_factory.mktemp('dataset')
+  manual, data_root = root / 'raw', root / 'cache'
+  label = synthetic.CLASS_NAMES[0]
+  t = np.arange(22050) / 44100
+  audio = np.sin(2 * np.pi * 440 * t)[None].astype(np.float32)
+  for split in ('train', 'validate'):
+    (manual / split / label).mkdir(parents=True)
+    frames = np.full((12, 32, 48, 3), 90 if split == 'train' else 160, np.uint8)
+    synthetic.write_video(
+      str(manual / split / label / f'v{split}_000000_000001.mp4'), frames, 24, audio, 44100
+    )
+    (manual / f'{split}.csv').write_text(
+      f'label,youtube_id,time_start,time_end,split\n{label},v{split},0,1,{split}\n'
+    )
+  (manual / builders.RAW_COMPLETE).write_text('2 clips\n')
+  builder = builders.get_builder('synthetic_av', str(data_root), num_workers=1)
+  builders.build(builder, str(manual))
+  assert builders.is_complete(builder) and builder.prepared == 2
+  return manual, data_root
+
+
+SHARD_FAULTS = ('truncated', 'zero_bytes', 'flipped', 'text', 'png', 'missing', 'permission')
+SHARDS = {
+  'examples': 'synthetic_av-train.array_record-00000-of-00001',
+  'frames': 'frames-train.array_record',
+}
+
+
+def _damaged_dataset(prepared, tmp_path, shard, fault, marker=True):
+  """A copy of the prepared dataset with `fault` in one shard; (data_root, version dir, shard)."""
+  from avsf_jax.input.prepare import builders  # noqa: PLC0415
+
+  data_root = tmp_path / 'cache'
+  shutil.copytree(prepared[1], data_root)
+  version = data_root / 'synthetic_av' / 'ss320' / '1.1.0'
+  target = version / SHARDS[shard]
+  if fault == 'flipped':  # inside the first record's chunk (a small file is mostly padding)
+    data = target.read_bytes()
+    target.write_bytes(data[:200] + bytes(b ^ 0xFF for b in data[200:264]) + data[264:])
+  else:
+    F.inject(target, fault)
+  if not marker:
+    (version / builders.PREPARED_MARKER).unlink()
+  return data_root, version, target
+
+
+def _open_dataset(entry, data_root, manual):
+  """What each entry point does first with the dataset: training (`pipeline.get_builder`,
+  called by the data source's dataset_info) or `prepare_dataset.prepare`."""
+  from avsf_jax.input import pipeline  # noqa: PLC0415
+  from avsf_jax.tools import prepare_dataset  # noqa: PLC0415
+
+  pipeline._CHECKED.clear()  # noqa: SLF001 - every case checks its own copy
+  if entry == 'training':
+    config = helpers.load_config('configs/demo.py')
+    config.input.data_dir = str(data_root)
+    return pipeline.get_builder(config)
+  return prepare_dataset.prepare('synthetic_av', str(manual), str(data_root), num_workers=1)
+
+
+@pytest.mark.parametrize('fault', SHARD_FAULTS)
+@pytest.mark.parametrize('shard', sorted(SHARDS))
+@pytest.mark.parametrize('entry', ['training', 'prepare_dataset'])
+def test_a_damaged_dataset_shard_is_refused_naming_it(prepared, tmp_path, entry, shard, fault):
+  data_root, version, target = _damaged_dataset(prepared, tmp_path, shard, fault)
+  before = F.hashes(data_root)
+  with F.deny(target if fault == 'permission' else None), pytest.raises(storage.FileFault) as e:
+    _open_dataset(entry, data_root, prepared[0])
+  message = str(e.value)
+  assert message.startswith(f'{target}: the shard of the prepared dataset is '), message
+  says = {
+    'missing': 'missing (no such file)',
+    'permission': 'permission denied',
+    'zero_bytes': 'empty (zero bytes)',
+  }.get(fault, 'damaged (')
+  assert says in message and '\n' not in message, message
+  assert message.endswith(f'; delete {version} and prepare it again'), message
+  assert F.hashes(data_root) == before
+
+
+@pytest.mark.parametrize('entry', ['training', 'prepare_dataset'])
+def test_a_half_written_dataset_without_its_marker_is_refused(prepared, tmp_path, entry):
+  """A folder that holds TFDS's description but lacks a shard and the `.prepared` marker (a
+  copy cut short, a build killed): refused naming the shard; nothing is built or changed."""
+  data_root, version, target = _damaged_dataset(
+    prepared, tmp_path, 'examples', 'missing', marker=False
+  )
+  before = F.hashes(data_root)
+  with pytest.raises(storage.FileFault) as e:
+    _open_dataset(entry, data_root, prepared[0])
+  assert str(e.value) == (
+    f'{target}: the shard of the prepared dataset is missing (no such file) (no .prepared '
+    f'marker: an unfinished build); delete {version} and prepare it again'
+  )
+  assert F.hashes(data_root) == before
+
+
+@pytest.mark.parametrize('entry', ['training', 'prepare_dataset'])
+def test_a_complete_dataset_from_before_the_markers_is_recognised(prepared, tmp_path, capfd, entry):
+  """The bug of the last session: a dataset prepared before markers existed went down the
+  build path and reported "0 prepared, 0 skipped". Now its shards are checked and it is
+  marked complete, with one line that says so; nothing else is written."""
+  from avsf_jax.input.prepare import builders  # noqa: PLC0415
+
+  data_root = tmp_path / 'cache'
+  shutil.copytree(prepared[1], data_root)
+  version = data_root / 'synthetic_av' / 'ss320' / '1.1.0'
+  (version / builders.PREPARED_MARKER).unlink()
+  (version / builders.SKIPPED_FILENAME).unlink()  # older versions did not always write it
+  before = F.hashes(version)
+  builder = _open_dataset(entry, data_root, prepared[0])
+  if entry == 'training':
+    assert builder.info.splits['train'].num_examples == 1
+  else:
+    assert builder['already_prepared'] and builder['prepared'] == 0
+  err = capfd.readouterr().err
+  assert f'synthetic_av: {version} holds a complete dataset without a .prepared marker' in err
+  assert 'its shards check out, marking it complete' in err
+  assert 'preparing it' not in err and 'generating' not in err
+  after = F.hashes(version)
+  marker = f'{version.name}/{builders.PREPARED_MARKER}'
+  assert after.pop(marker) and after == before

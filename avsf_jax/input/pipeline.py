@@ -72,6 +72,8 @@ def get_builder(config) -> builders.VideoBuilder:
   elif not builders.is_complete(builder):
     if jax.process_index() == 0:
       manual_dir = os.path.join(data_dir, 'synthetic_av_raw')
+      if not builders.is_prepared(builder):
+        print(f'synthetic_av: not found in {data_dir} (a build takes about a minute on 2 cores)')
       skipped = builders.build(builder, manual_dir)
       if builder.built_here:
         print(

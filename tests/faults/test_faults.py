@@ -7,6 +7,7 @@ subprocesses to check the one-line exit. One trained tiny workdir (6 steps, chec
 and 6) and its export are shared by the module.
 """
 
+import os
 import pathlib
 import pickle
 import re
@@ -517,34 +518,104 @@ def test_log_mel_of_a_damaged_file(clip, tmp_path, fault):
   assert F.hashes(tmp_path) == before
 
 
-# -- command lines: one line on stderr, no traceback, exit status 1 ----------------------------
+# -- command lines: one line on stderr and exit status 1; a traceback with --verbose ----------
 
-
-def test_command_lines_exit_with_one_line(tmp_path, compilation_cache):
-  env = helpers.subprocess_env(compilation_cache, devices=1)
-  pyth = _foreign(tmp_path, '.pyth')
-  F.inject(pyth, 'truncated')
-  png = tmp_path / 'image.png'
-  png.write_bytes(F.PNG)
-  runs = {
-    'convert_checkpoint': [
-      'avsf_jax.tools.convert_checkpoint',
+# Every entry point with a cheap fault: (arguments, the path its message must name). T is the
+# test's folder, in which `file` is a regular file (so T/file/out cannot be a folder).
+# skimming_feature_demo is the one program left out: it trains before it touches any file.
+ENTRY_POINTS = {
+  'avsf_jax.main': (['--config=T/missing.py', '--workdir=T/run'], 'T/missing.py'),
+  'avsf_jax.evaluate': (
+    [f'--config={helpers.TINY_CONFIG}', '--workdir=T/no_run', '--output=T/r.json'],
+    'T/no_run',
+  ),
+  'avsf_jax.export': (['--workdir=T/no_run', '--output=T/export'], 'T/no_run'),
+  'avsf_jax.tools.convert_checkpoint': (
+    [
       f'--config={helpers.TINY_CONFIG}',
       '--source=pytorchvideo',
-      f'--input={pyth}',
-      f'--output={tmp_path / "out"}',
+      '--input=T/missing.pyth',
+      '--output=T/out',
     ],
-    'log_mel': ['avsf_jax.tools.log_mel', f'--input={png}', f'--output={tmp_path / "x.npy"}'],
-  }
-  for name, args in runs.items():
-    result = subprocess.run(
-      [sys.executable, '-m', *args], cwd=helpers.REPO, env=env, capture_output=True, text=True
-    )
-    assert result.returncode == 1, result.stderr[-2000:]
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f'{name}: '), result.stderr[-2000:]
-    assert 'Traceback' not in result.stderr, result.stderr[-2000:]
-  assert not (tmp_path / 'out').exists() and not (tmp_path / 'x.npy').exists()
+    'T/missing.pyth',
+  ),
+  'avsf_jax.tools.log_mel': (['--input=T/missing.mp4', '--output=T/x.npy'], 'T/missing.mp4'),
+  'avsf_jax.tools.prepare_dataset': (
+    ['--dataset=charades', '--manual_dir=T/no_raw', '--data_dir=T/data'],
+    'T/no_raw',
+  ),
+  'avsf_jax.tools.compare_results': (
+    ['--a=T/missing.json', '--b=T/missing.json', '--output=T/c.png'],
+    'T/missing.json',
+  ),
+  'avsf_jax.tools.ava_eval': (
+    ['--groundtruth=T/missing.csv', '--detections=T/missing.csv', '--label_map=T/missing.pbtxt'],
+    'T/missing.',
+  ),
+  'avsf_jax.tools.model_stats': (['--config=T/missing.py'], 'T/missing.py'),
+  'avsf_jax.tools.benchmark': (['--suite=model', '--config=T/missing.py'], 'T/missing.py'),
+  'avsf_jax.tools.extract_features': (
+    [f'--config={helpers.TINY_CONFIG}', '--export=T/no_export', '--output=T/f.npz'],
+    'T/no_export',
+  ),
+  'avsf_jax.tools.extract_preview_features': (
+    ['--student_export=T/no_export', '--out=T/banks'],
+    'T/no_export',
+  ),
+  'avsf_jax.tools.scaling': (['--config=T/missing.py'], 'T/missing.py'),
+  'avsf_jax.tools.ltl_demo': (['--out=T/file/out'], 'T/file/out'),
+  'avsf_jax.tools.demo_ssl': (['--output=T/file/out'], 'T/file/out'),
+  'avsf_jax.tools.ava_demo': (['--output=T/file/out', '--data_dir=T/file/data'], 'T/file/'),
+}
+
+
+@pytest.fixture(scope='module')
+def command_lines(tmp_path_factory, compilation_cache):
+  """Every entry point run with its fault, without and with --verbose, in one process
+  (tests/faults/entry_points.py): {(module, verbose): (exit status, stderr)}."""
+  import json  # noqa: PLC0415
+
+  root = tmp_path_factory.mktemp('entry_points')
+  (root / 'file').write_text('a regular file\n')
+  runs = []
+  for module, (args, _) in ENTRY_POINTS.items():
+    args = [a.replace('T/', f'{root}/') for a in args]
+    runs += [[module, args], [module, [*args, '--verbose']]]
+  env = helpers.subprocess_env(compilation_cache, devices=1)
+  env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(helpers.REPO), env.get('PYTHONPATH')]))
+  harness = helpers.REPO / 'tests' / 'faults' / 'entry_points.py'
+  result = subprocess.run(
+    [sys.executable, str(harness), json.dumps(runs)],
+    cwd=root,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = {}
+  for line in result.stdout.splitlines():
+    run = json.loads(line)
+    out[run['module'], '--verbose' in run['args']] = (run['code'], run['stderr'])
+  assert len(out) == 2 * len(ENTRY_POINTS)
+  assert (root / 'file').read_text() == 'a regular file\n'  # nothing that existed changed
+  return root, out
+
+
+@pytest.mark.parametrize('module', sorted(ENTRY_POINTS))
+def test_command_lines_fail_in_one_line_and_show_the_traceback_with_verbose(command_lines, module):
+  root, runs = command_lines
+  named = ENTRY_POINTS[module][1].replace('T/', f'{root}/')
+  program = module.rsplit('.', 1)[-1]
+  code, err = runs[module, False]
+  last = err.strip().splitlines()[-1]
+  assert code == 1, err[-2000:]
+  assert last.startswith(f'{program}: ') and named in last, err[-2000:]
+  assert 'Traceback' not in err, err[-2000:]
+  code, verbose = runs[module, True]
+  assert code == 1, verbose[-2000:]
+  assert 'Traceback (most recent call last)' in verbose, verbose[-2000:]
+  assert verbose.strip().splitlines()[-1] == last
 
 
 # -- prepared datasets: prepare_dataset and training on damaged shards -------------------------

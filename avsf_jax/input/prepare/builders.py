@@ -460,6 +460,11 @@ def build(builder: VideoBuilder, manual_dir: str) -> str:
     else:
       _say(f'{builder.name}: preparing it in {builder.data_dir}')
       builder.make_raw_files(manual_dir)
+      if not tf.io.gfile.isdir(manual_dir) or not tf.io.gfile.listdir(manual_dir):
+        raise FileNotFoundError(
+          f'{manual_dir}: the manual_dir of {builder.name} (raw videos and annotation files) '
+          'is missing or empty; see docs/data.md for its layout'
+        )
       download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
       builder.download_and_prepare(download_config=download_config)
       names = builder.read_class_names(manual_dir)

@@ -126,6 +126,26 @@ OUTCOMES = {
 }
 
 
+# The fault of the test functions that are not parametrised by one.
+FAULTS = {
+  'test_nan_in_the_newest_checkpoint_is_skipped': 'nan',
+  'test_a_checkpoint_of_another_model_lists_every_checkpoint': 'other_model',
+  'test_an_explicit_step_that_is_damaged_is_named': 'flipped',
+  'test_export_of_a_workdir_with_a_damaged_newest_checkpoint_uses_the_one_before': 'flipped',
+  'test_resume_past_a_damaged_checkpoint_ends_like_a_normal_resume': 'flipped',
+  'test_nan_or_inf_in_an_export_is_refused': 'nan (Inf)',
+  'test_init_from_an_export_of_another_model_is_refused': 'other_model',
+  'test_flipped_bytes_in_an_export_fail_its_checksum': 'flipped',
+  'test_evaluate_an_export_of_another_model_is_refused': 'other_model',
+  'test_predict_on_bad_batches': 'bad batches',
+  'test_nan_in_a_foreign_checkpoint_is_refused': 'nan',
+  'test_a_foreign_checkpoint_of_another_model_is_refused': 'other_model',
+  'test_command_lines_fail_in_one_line_and_show_the_traceback_with_verbose': 'missing',
+  'test_a_half_written_dataset_without_its_marker_is_refused': 'half-written',
+  'test_a_complete_dataset_from_before_the_markers_is_recognised': 'no marker (intact)',
+}
+
+
 class _Collector:
   def __init__(self):
     self.params, self.outcomes = {}, collections.OrderedDict()
@@ -156,7 +176,7 @@ def main(output: str, args: list[str]) -> int:
   for nodeid, outcome in collector.outcomes.items():
     name, params = collector.params.get(nodeid, (nodeid.split('::')[-1], {}))
     entry, damaged, asserted = OUTCOMES.get(name, ('?', '?', name))
-    fault = params.get('fault', '' if 'fault' in damaged else name.removeprefix('test_'))
+    fault = params.get('fault') or FAULTS.get(name, '')
     lines.append(
       f'| {_fill(entry, params)} | {_fill(damaged, params)} | {fault} | {asserted} | {outcome} |'
     )

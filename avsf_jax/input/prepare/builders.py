@@ -356,14 +356,15 @@ def check_files(builder: VideoBuilder, deep_check_bytes: int = DEEP_CHECK_BYTES)
 
   An ArrayRecord file is checked by its footer and index, which is cheap whatever its size;
   flipped bytes inside a record are found only by reading it (Riegeli checks each chunk's
-  hash). So a dataset of at most `deep_check_bytes` in all (the demo's is 60 MB, read in
-  well under a second) is also read through; larger ones are read through by training,
-  where a damaged chunk fails the read that meets it.
+  hash). So a local dataset of at most `deep_check_bytes` in all (the demo's is 60 MB,
+  read in well under a second) is also read through; larger ones, and datasets in a
+  bucket, are read through by training, where a damaged chunk fails the read that meets it.
   """
   shards = _shards(builder.data_dir)
   for path, _ in shards:  # missing, permission denied, empty: the one-line FileFault
     storage.check_readable(path, 'shard of the prepared dataset')
-  deep = sum(tf.io.gfile.stat(p).length for p, _ in shards) <= deep_check_bytes
+  local = '://' not in builder.data_dir  # a bucket is not read through at every start
+  deep = local and sum(tf.io.gfile.stat(p).length for p, _ in shards) <= deep_check_bytes
   for path, expected in shards:
     reader = array_record_module.ArrayRecordReader(path)
     cause = None

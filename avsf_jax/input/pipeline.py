@@ -72,7 +72,8 @@ def get_builder(config) -> builders.VideoBuilder:
   elif not builders.is_complete(builder):
     if jax.process_index() == 0:
       manual_dir = os.path.join(data_dir, 'synthetic_av_raw')
-      if not builders.is_prepared(builder):
+      found = builders.is_prepared(builder)  # without its marker: an older version's
+      if not found:
         print(f'synthetic_av: not found in {data_dir} (a build takes about a minute on 2 cores)')
       skipped = builders.build(builder, manual_dir)
       if builder.built_here:
@@ -80,7 +81,7 @@ def get_builder(config) -> builders.VideoBuilder:
           f'synthetic_av: built in {builder.data_dir}: {builder.prepared} prepared, '
           f'{len(builder.skipped)} skipped ({skipped})'
         )
-      else:
+      elif not found:
         print(f'synthetic_av: using {builder.data_dir} (prepared by another process)')
     else:
       timeout_s = float(os.environ.get('AVSF_BUILD_WAIT_S', BUILD_WAIT_S))

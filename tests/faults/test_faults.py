@@ -743,10 +743,11 @@ def test_a_complete_dataset_from_before_the_markers_is_recognised(prepared, tmp_
     assert builder.info.splits['train'].num_examples == 1
   else:
     assert builder['already_prepared'] and builder['prepared'] == 0
-  err = capfd.readouterr().err
+  out, err = capfd.readouterr()
   assert f'synthetic_av: {version} holds a complete dataset without a .prepared marker' in err
   assert 'its shards check out, marking it complete' in err
   assert 'preparing it' not in err and 'generating' not in err
+  assert 'prepared, 0 skipped' not in out and 'another process' not in out + err
   after = F.hashes(version)
   marker = f'{version.name}/{builders.PREPARED_MARKER}'
   assert after.pop(marker) and after == before

@@ -348,7 +348,7 @@ def _foreign(tmp_path, suffix: str, state=None) -> pathlib.Path:
 
 @pytest.mark.parametrize('fault', F.FAULTS)
 @pytest.mark.parametrize('suffix', ['.pyth', '.pkl'])
-def test_a_damaged_foreign_checkpoint_is_refused(tmp_path, suffix, fault):
+def test_a_damaged_foreign_checkpoint_is_refused(tmp_path, record_property, suffix, fault):
   path = _foreign(tmp_path, suffix)
   F.inject(path, fault)
   before = F.hashes(tmp_path)
@@ -361,6 +361,7 @@ def test_a_damaged_foreign_checkpoint_is_refused(tmp_path, suffix, fault):
       # Flipped bytes inside raw tensor data of a format without checksums (pickle) load as
       # other numbers: nothing can tell. Anywhere else they must be caught.
       assert fault == 'flipped', loaded
+      record_property('outcome', 'defined: loads (no checksum)')
       assert set(loaded) == set(_state_dict())
   assert F.hashes(tmp_path) == before
 
@@ -462,7 +463,9 @@ def _read(kind, path):
     ('feature_bank', _feature_bank, 'banks.npz'),
   ],
 )
-def test_damaged_ava_files_and_feature_banks_are_refused(tmp_path, kind, make, name, fault):
+def test_damaged_ava_files_and_feature_banks_are_refused(
+  tmp_path, record_property, kind, make, name, fault
+):
   path = tmp_path / name
   make(path)
   assert _read(kind, path)  # intact: loads
@@ -479,6 +482,7 @@ def test_damaged_ava_files_and_feature_banks_are_refused(tmp_path, kind, make, n
     else:
       # Flipped bytes inside raw array data of an uncompressed pickle/npz: nothing can tell.
       assert fault == 'flipped' and kind in ('proposals', 'feature_bank'), result
+      record_property('outcome', 'defined: loads (no checksum)')
   assert F.hashes(tmp_path) == before
 
 
@@ -500,7 +504,7 @@ def clip(tmp_path_factory):
 
 
 @pytest.mark.parametrize('fault', F.FAULTS)
-def test_log_mel_of_a_damaged_file(clip, tmp_path, fault):
+def test_log_mel_of_a_damaged_file(clip, tmp_path, record_property, fault):
   """Truncated or flipped media decodes what is intact (a defined result, as the input
   pipeline does) or fails naming the file; everything else fails naming the file."""
   path = tmp_path / 'clip.mp4'
@@ -515,6 +519,7 @@ def test_log_mel_of_a_damaged_file(clip, tmp_path, fault):
     else:
       assert fault in ('truncated', 'flipped'), spectrogram.shape
       assert spectrogram.ndim == 2 and np.isfinite(spectrogram).all()
+      record_property('outcome', 'defined: decodes what is intact')
   assert F.hashes(tmp_path) == before
 
 

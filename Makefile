@@ -98,3 +98,9 @@ demo-compare: venv
 	$(BIN)/python -m avsf_jax.tools.compare_results --a=$(DEMO_DIR)/slowfast/eval_results.json \
 	  --b=$(DEMO_DIR)/avslowfast/eval_results.json --output=$(DEMO_DIR)/compare_per_class.png \
 	  --label_a=SlowFast --label_b=AVSlowFast
+
+# The fault-injection table (faults x entry points, the outcome of each case) that issue 20's
+# note quotes, generated from a run of tests/faults.
+.PHONY: fault-table
+fault-table: venv
+	$(TEST_ENV) PYTHONPATH=. $(BIN)/python tests/faults/fault_table.py $(DEMO_DIR)/fault_table.md

@@ -12,13 +12,21 @@ A new user running `make demo` should see what happens, not how: the entry point
 
 `parse_flags` replaces absl's flag parser so that a config file's own error (an unknown
 variant, say) is one line instead of a traceback.
+
+Every command line (`python -m avsf_jax.main`, `.evaluate`, `.export`, `avsf_jax.tools.*`)
+starts its main through `guard(program, main)`: an error of the user's input (`USER_ERRORS`:
+a damaged or missing file, a file of another model, an unloadable config file) ends it with
+one line `program: message` on stderr and exit status 1; with `--verbose` the traceback is
+printed first. Any other exception (a bug) keeps its traceback.
 """
 
+import functools
 import logging
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+import traceback
+from collections.abc import Callable, Iterable, Sequence
 
 from absl import flags
 from absl import logging as absl_logging
@@ -32,6 +40,22 @@ def define_flags() -> None:
   """Defines `--verbose` (once per process)."""
   if 'verbose' not in flags.FLAGS:
     flags.DEFINE_bool('verbose', False, 'Also show library logs (they always go to log.txt).')
+
+
+def add_verbose_argument(parser) -> None:
+  """`--verbose` for the programs that parse their arguments with argparse."""
+  parser.add_argument(
+    '--verbose', action='store_true', help='Show the traceback of a failure, and library logs.'
+  )
+
+
+def verbose_requested() -> bool:
+  """Whether `--verbose` was given: the parsed absl flag where there is one, else argv."""
+  if 'verbose' in flags.FLAGS and flags.FLAGS.is_parsed():
+    return bool(flags.FLAGS.verbose)
+  return any(
+    a in ('--verbose', '--verbose=true', '--verbose=True', '--verbose=1') for a in sys.argv
+  )
 
 
 def quiet_native_logs() -> None:
@@ -244,16 +268,89 @@ def summary(rows: Sequence[tuple[str, str]]) -> None:
 
 
 def fail(program: str, error: BaseException | str) -> SystemExit:
-  """The one-line exit of a user mistake: `program: message` on stderr, status 1; the
-  exception (with its traceback) goes to the log file only."""
-  # INFO: into the log file with its traceback, below the console's WARNING threshold.
-  logging.getLogger('avsf_jax.console').info(
-    '%s failed', program, exc_info=error if isinstance(error, BaseException) else None
-  )
-  path = _state['log_path']
-  if path and _state['handler'] is not None:
-    _state['handler'].flush()
-  return SystemExit(f'{program}: {error}')
+  """The one-line exit of a user mistake: `program: message` on stderr, status 1. The
+  exception's traceback goes to the log file (when `setup` chose one), and to the console
+  first with --verbose."""
+  if isinstance(error, BaseException):
+    if verbose_requested():
+      traceback.print_exception(error, file=sys.stderr)
+      sys.stderr.flush()
+    handler = _state['handler']
+    if handler is not None:  # the file only: the console's handlers never see it
+      record = logging.LogRecord(
+        'avsf_jax.console',
+        logging.INFO,
+        __file__,
+        0,
+        '%s failed',
+        (program,),
+        (type(error), error, error.__traceback__),
+      )
+      handler.handle(record)
+      handler.flush()
+  return SystemExit(f'{program}: {one_line(error)}')
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+  """What a user's input can raise: OSError (missing, denied, a folder, an unloadable
+  config file: ml_collections raises OSError on first use of a config that failed to
+  load), storage.FileFault (and its ExportError, AvaFileError, ...); the converters',
+  checkpoints' and config errors are matched by name (`_USER_ERROR_NAMES`)."""
+  from avsf_jax import storage  # noqa: PLC0415 - light (etils)
+
+  return (OSError, storage.FileFault)
+
+
+# Errors of the library matched by class name (importing them here would load orbax, torch).
+_USER_ERROR_NAMES = frozenset(
+  {
+    'CheckpointError',
+    'NonFiniteCheckpointError',
+    'ConversionError',
+    'UnsafeCheckpointError',
+    'ConfigError',
+    'WorkdirMismatchError',
+    'NonFiniteError',
+    'MediaError',
+  }
+)
+
+
+def _is_user_error(error: BaseException) -> bool:
+  if isinstance(error, _user_errors()):
+    return True
+  return any(cls.__name__ in _USER_ERROR_NAMES for cls in type(error).__mro__)
+
+
+def one_line(error: BaseException | str) -> str:
+  """The message of `error` on one line. ml_collections' "Configuration is not available"
+  (a config file that failed to load) becomes `FILE: the config file cannot be loaded
+  (cause)`; other multi-line messages keep their lines joined by ' | '."""
+  text = str(error).strip()
+  if 'Failed loading config file' in text:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    path = next((x for x in lines if x.startswith('/') or x.endswith('.py')), '?')
+    cause = lines[-1] if len(lines) > 1 else text
+    return f'{path}: the config file cannot be loaded ({cause})'
+  return ' | '.join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def guard(program: str, main: Callable, errors: tuple[type[BaseException], ...] = ()) -> Callable:
+  """`main` for `app.run` (or called directly, argparse programs): an error of the user's
+  input (`_is_user_error`, or one of `errors`) ends the program with `fail(program, one
+  line)`, after its traceback with --verbose; every other exception propagates with its
+  traceback."""
+
+  @functools.wraps(main)
+  def run(*args, **kwargs):
+    try:
+      return main(*args, **kwargs)
+    except Exception as e:
+      if not (_is_user_error(e) or isinstance(e, errors)):
+        raise
+      raise fail(program, e) from None
+
+  return run
 
 
 _EXCEPTION_LINE = re.compile(r'^\s*(?:[\w.]+\.)?(?:\w+Error|\w+Exception): (?P<message>.+)$')
@@ -291,5 +388,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     if message is None:
       return app.parse_flags_with_usage(argv)
     program = program_name(argv[0] if argv else '')
+    if '--verbose' in argv:  # the whole message: the config file's traceback
+      print(str(e), file=sys.stderr)
     print(f'{program}: {message}', file=sys.stderr)
     sys.exit(2)

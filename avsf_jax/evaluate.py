@@ -129,7 +129,7 @@ def main(argv):
   # console: library logs to WORKDIR/log.txt (with --export: log.txt beside --output).
   log_dir = FLAGS.workdir or os.path.dirname(os.path.abspath(FLAGS.output))
   if FLAGS.workdir and '://' not in FLAGS.workdir and not os.path.isdir(FLAGS.workdir):
-    raise console.fail('evaluate', f'{FLAGS.workdir}: no such training workdir')
+    raise FileNotFoundError(f'{FLAGS.workdir}: no such training workdir')
   console.setup(storage.path(log_dir) / 'log.txt', verbose=FLAGS.verbose)
   mesh_lib.prepare_process()
   multi_view = not FLAGS.single_view
@@ -183,4 +183,4 @@ def define_flags() -> None:
 if __name__ == '__main__':
   console.quiet_native_logs()
   define_flags()
-  app.run(main, flags_parser=console.parse_flags)
+  app.run(console.guard('evaluate', main), flags_parser=console.parse_flags)

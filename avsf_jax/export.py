@@ -344,7 +344,7 @@ def main(argv):
   args = flags.FLAGS
   # console: library logs to WORKDIR/log.txt, one line per stage, one-line errors.
   if '://' not in args.workdir and not os.path.isdir(args.workdir):
-    raise console.fail('export', f'{args.workdir}: no such training workdir')
+    raise FileNotFoundError(f'{args.workdir}: no such training workdir')
   console.setup(storage.path(args.workdir) / 'log.txt', verbose=args.verbose)
   try:
     config = args.config if args.config is not None else config_from_workdir(args.workdir)
@@ -382,4 +382,4 @@ if __name__ == '__main__':
 
   console.quiet_native_logs()
   _define_flags()
-  app.run(main, flags_parser=console.parse_flags)
+  app.run(console.guard('export', main), flags_parser=console.parse_flags)

@@ -88,4 +88,4 @@ def _headline_keys(results) -> list[str]:
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=console.parse_flags)
+  app.run(console.guard('main', main), flags_parser=console.parse_flags)

@@ -44,18 +44,24 @@ def get_builder(config) -> builders.VideoBuilder:
   The first build runs in process 0 only (under a file lock, so that independent jobs on one
   machine build a shared cache once); the other processes poll for its completion marker
   for up to `$AVSF_BUILD_WAIT_S` seconds (default `BUILD_WAIT_S`) and then stop with a
-  message naming the folder.
+  message naming the folder. Each says which it did in one console line. Every shard of the
+  dataset is then checked once per process (`builders.check_prepared`: present, readable,
+  as many records as recorded), so a damaged shard stops the run with one line naming it.
   """
   import jax  # noqa: PLC0415 - the process index; jax is loaded by every caller already
 
   hide_accelerators_from_tf()
   data_dir = config.input.data_dir or default_data_dir()
-  builder = builders.get_builder(
-    config.input.dataset,
-    data_dir,
-    short_side=config.input.frame_short_side,
-    keep_no_audio=config.input.keep_no_audio,
-  )
+
+  def open_builder():
+    return builders.get_builder(
+      config.input.dataset,
+      data_dir,
+      short_side=config.input.frame_short_side,
+      keep_no_audio=config.input.keep_no_audio,
+    )
+
+  builder = open_builder()
   if config.input.dataset != 'synthetic_av':
     if not builders.is_prepared(builder):
       raise FileNotFoundError(
@@ -63,25 +69,39 @@ def get_builder(config) -> builders.VideoBuilder:
         f'python -m avsf_jax.tools.prepare_dataset --dataset={config.input.dataset} '
         f'--manual_dir=DIR --data_dir={data_dir}'
       )
-    return builder
-  if builders.is_complete(builder):
-    return builder
-  if jax.process_index() == 0:
-    manual_dir = os.path.join(data_dir, 'synthetic_av_raw')
-    if not builders.is_prepared(builder):
-      print(f'synthetic_av: not found in {data_dir}; building it (about a minute on 2 cores)')
-    skipped = builders.build(builder, manual_dir)
-    print(f'synthetic_av: {builder.prepared} prepared, {len(builder.skipped)} skipped ({skipped})')
-  else:
-    wait_for_build(builder, float(os.environ.get('AVSF_BUILD_WAIT_S', BUILD_WAIT_S)))
-  # A builder reads its dataset_info when created: one made before the data existed (or
-  # while another process built it) does not see the splits. Open it again.
-  return builders.get_builder(
-    config.input.dataset,
-    data_dir,
-    short_side=config.input.frame_short_side,
-    keep_no_audio=config.input.keep_no_audio,
-  )
+  elif not builders.is_complete(builder):
+    if jax.process_index() == 0:
+      manual_dir = os.path.join(data_dir, 'synthetic_av_raw')
+      found = builders.is_prepared(builder)  # without its marker: an older version's
+      if not found:
+        print(f'synthetic_av: not found in {data_dir} (a build takes about a minute on 2 cores)')
+      skipped = builders.build(builder, manual_dir)
+      if builder.built_here:
+        print(
+          f'synthetic_av: built in {builder.data_dir}: {builder.prepared} prepared, '
+          f'{len(builder.skipped)} skipped ({skipped})'
+        )
+      elif not found:
+        print(f'synthetic_av: using {builder.data_dir} (prepared by another process)')
+    else:
+      timeout_s = float(os.environ.get('AVSF_BUILD_WAIT_S', BUILD_WAIT_S))
+      print(
+        f'synthetic_av: process {jax.process_index()} waits for process 0 to build it in '
+        f'{builder.data_dir} (up to {timeout_s:.0f} s)',
+        flush=True,
+      )
+      wait_for_build(builder, timeout_s)
+      print(f'synthetic_av: process {jax.process_index()} found it built by process 0')
+    # A builder reads its dataset_info when created: one made before the data existed (or
+    # while another process built it) does not see the splits. Open it again.
+    builder = open_builder()
+  if builder.data_dir not in _CHECKED:
+    builders.check_prepared(builder)
+    _CHECKED.add(builder.data_dir)
+  return builder
+
+
+_CHECKED: set[str] = set()  # data_dirs whose shards this process has checked
 
 
 def wait_for_build(builder: builders.VideoBuilder, timeout_s: float, poll_s: float = 1.0) -> None:

@@ -21,8 +21,8 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from avsf_jax import console, export, storage, train
 from avsf_jax import experiment as experiment_lib
-from avsf_jax import export, storage, train
 from avsf_jax.evaluation import ava as ava_eval
 
 VISUAL = (1, 2, 4, 5)  # walk, jump, wave, carry
@@ -132,4 +132,5 @@ if __name__ == '__main__':
   flags.DEFINE_string('output', 'demo_run/ava', 'Folder for workdirs, exports and the JSON.')
   flags.DEFINE_integer('steps', 600, 'Training steps per variant (spec 7.2: 600).')
   flags.DEFINE_string('data_dir', None, 'Dataset root (default: $AVSF_DATA_DIR or the cache).')
-  app.run(main)
+  console.define_flags()
+  app.run(console.guard('ava_demo', main))

@@ -14,6 +14,7 @@ import json
 import numpy as np
 from absl import app, flags
 
+from avsf_jax import console
 from avsf_jax.evaluation import ava
 from avsf_jax.input.prepare import ava_files
 
@@ -67,9 +68,10 @@ def define_flags() -> None:
   flags.DEFINE_string('excluded', None, 'Excluded timestamps CSV.')
   flags.DEFINE_string('plot', None, 'Optional per-class AP bar chart (PNG).')
   flags.DEFINE_bool('json', False, 'Print one JSON object instead of lines.')
+  console.define_flags()
 
 
 if __name__ == '__main__':
   define_flags()
   flags.mark_flags_as_required(['groundtruth', 'detections', 'label_map'])
-  app.run(main)
+  app.run(console.guard('ava_eval', main))

@@ -26,6 +26,8 @@ from absl import app, flags
 from ml_collections import config_flags
 from PIL import Image
 
+from avsf_jax import console
+
 _WIDTH, _HEIGHT, _FPS, _SECONDS, _RATE = 568, 320, 30, 10.0, 44100
 
 
@@ -284,4 +286,5 @@ def define_flags() -> None:
 if __name__ == '__main__':
   define_flags()
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  console.define_flags()
+  app.run(console.guard('benchmark', main), flags_parser=console.parse_flags)

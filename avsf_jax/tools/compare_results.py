@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from absl import app, flags
 
+from avsf_jax import console
 from avsf_jax.evaluation import plots
 
 # Per-class keys in the order they are looked for, and how each is named in the chart.
@@ -178,19 +179,18 @@ def main(argv):
     sys.exit(
       f'compare_results: {", ".join(missing)} required (--a=A.json --b=B.json --output=X.png)'
     )
-  try:
-    print(
-      compare(
-        flags.FLAGS.a,
-        flags.FLAGS.b,
-        flags.FLAGS.output,
-        flags.FLAGS.label_a,
-        flags.FLAGS.label_b,
-        flags.FLAGS.top,
-      )
+  # OSError and ValueError (a missing or malformed result file) end it in one line
+  # (console.guard in __main__; the traceback too with --verbose).
+  print(
+    compare(
+      flags.FLAGS.a,
+      flags.FLAGS.b,
+      flags.FLAGS.output,
+      flags.FLAGS.label_a,
+      flags.FLAGS.label_b,
+      flags.FLAGS.top,
     )
-  except (OSError, ValueError) as e:
-    sys.exit(f'compare_results: {e}')
+  )
 
 
 def define_flags() -> None:
@@ -202,8 +202,9 @@ def define_flags() -> None:
   flags.DEFINE_string('label_a', 'A', 'Name of model A in the chart.')
   flags.DEFINE_string('label_b', 'B', 'Name of model B in the chart.')
   flags.DEFINE_integer('top', 20, 'How many gains and how many losses to show.')
+  console.define_flags()
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(console.guard('compare_results', main, errors=(ValueError,)))

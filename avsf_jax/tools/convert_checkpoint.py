@@ -22,6 +22,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from avsf_jax import console
+
 DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / 'data'
 
 
@@ -77,21 +79,10 @@ def main(argv):
   """The command line; a bad input file ends it with one line naming the file and the fault
   (the traceback too with --verbose)."""
   del argv
-  from avsf_jax import export, storage  # noqa: PLC0415
-  from avsf_jax.interop import checkpoint_io, convert  # noqa: PLC0415
 
-  faults = (
-    storage.FileFault,
-    checkpoint_io.UnsafeCheckpointError,
-    convert.ConversionError,
-    export.ExportError,
-  )
-  try:
-    _convert()
-  except faults as e:
-    if flags.FLAGS.verbose:
-      raise
-    sys.exit(f'convert_checkpoint: {e}')
+  # Faults (storage.FileFault, export.ExportError, checkpoint_io.UnsafeCheckpointError,
+  # convert.ConversionError) end it in one line through console.guard (see __main__).
+  _convert()
 
 
 def _convert():
@@ -128,7 +119,7 @@ def define_flags() -> None:
   flags.DEFINE_string('output', None, 'Export directory to write.')
   flags.DEFINE_bool('allow_partial', False, 'Convert despite missing tensors.')
   flags.DEFINE_bool('overwrite', False, 'Replace an existing export.')
-  flags.DEFINE_bool('verbose', False, 'Show the traceback of a failure.')
+  console.define_flags()
   flags.DEFINE_string(
     'class_names', None, 'Text file with one class name per line (default: from the dataset).'
   )
@@ -136,4 +127,4 @@ def define_flags() -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(console.guard('convert_checkpoint', main), flags_parser=console.parse_flags)

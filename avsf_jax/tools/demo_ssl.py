@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from avsf_jax import export, storage, train
+from avsf_jax import console, export, storage, train
 from avsf_jax.input import sync_arrays
 from avsf_jax.input.prepare import synthetic_av_sync as sync
 from avsf_jax.models import probe as probe_lib
@@ -334,4 +334,5 @@ if __name__ == '__main__':
   flags.DEFINE_string(
     'compilation_cache', '~/.cache/avsf_jax/jax_cache', 'JAX compilation cache ("" for none).'
   )
-  app.run(main)
+  console.define_flags()
+  app.run(console.guard('demo_ssl', main))

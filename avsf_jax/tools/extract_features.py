@@ -19,8 +19,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from avsf_jax import console, export, models, storage
 from avsf_jax import experiment as experiment_lib
-from avsf_jax import export, models, storage
 from avsf_jax import mesh as mesh_lib
 
 FLAGS = flags.FLAGS
@@ -109,9 +109,10 @@ def define_flags() -> None:
   flags.DEFINE_bool('single_view', False, 'Only the centre view of each video.')
   flags.DEFINE_string('stage', None, 'Also write this stage, e.g. slow_res4 or audio_res3.')
   flags.DEFINE_enum('stage_pooling', 'mean', ['mean', 'none'], 'How to reduce --stage.')
+  console.define_flags()
   flags.mark_flags_as_required(['config', 'output'])
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(console.guard('extract_features', main), flags_parser=console.parse_flags)

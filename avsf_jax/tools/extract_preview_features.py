@@ -24,7 +24,7 @@ import os
 import jax
 import numpy as np
 
-from avsf_jax import export
+from avsf_jax import console, export
 from avsf_jax.input import feature_banks, ltl_data
 from avsf_jax.input.prepare import synthetic_untrimmed as su
 from avsf_jax.models import ltl_models
@@ -138,6 +138,7 @@ def main(argv=None) -> dict:
   )
   parser.add_argument('--process_index', type=int, default=0)
   parser.add_argument('--process_count', type=int, default=1)
+  console.add_verbose_argument(parser)
   args = parser.parse_args(argv)
   if not 0 <= args.process_index < args.process_count:
     parser.error(f'--process_index={args.process_index} not in [0, {args.process_count})')
@@ -158,4 +159,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-  main()
+  console.guard('extract_preview_features', main)()

@@ -7,13 +7,11 @@ Same code path as the input pipeline: PyAV decoding, channels averaged, resample
 whole file, not resampled to a fixed number of frames and not normalised.
 """
 
-import sys
-
 import av
 import numpy as np
 from absl import app, flags
 
-from avsf_jax import config_lib, storage
+from avsf_jax import config_lib, console, storage
 
 
 def compute(path: str, audio_config=None) -> np.ndarray:
@@ -44,12 +42,7 @@ def compute(path: str, audio_config=None) -> np.ndarray:
 
 def main(argv):
   del argv
-  try:
-    spectrogram = compute(flags.FLAGS.input)
-  except storage.FileFault as e:
-    if flags.FLAGS.verbose:
-      raise
-    sys.exit(f'log_mel: {e}')
+  spectrogram = compute(flags.FLAGS.input)  # a FileFault ends it in one line (console.guard)
   np.save(flags.FLAGS.output, spectrogram)
   print(f'{flags.FLAGS.output}: {spectrogram.shape[0]} frames x {spectrogram.shape[1]} mel bins')
 
@@ -59,10 +52,10 @@ def define_flags() -> None:
   also imported as a library (absl flags are process-global)."""
   flags.DEFINE_string('input', None, 'Audio or video file.')
   flags.DEFINE_string('output', None, 'Output .npy file.')
-  flags.DEFINE_bool('verbose', False, 'Show the traceback of a failure.')
+  console.define_flags()
 
 
 if __name__ == '__main__':
   define_flags()
   flags.mark_flags_as_required(['input', 'output'])
-  app.run(main)
+  app.run(console.guard('log_mel', main))

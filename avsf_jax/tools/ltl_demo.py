@@ -27,8 +27,8 @@ import time
 import jax
 import numpy as np
 
+from avsf_jax import console, export, train
 from avsf_jax import experiment as experiment_lib
-from avsf_jax import export, train
 from avsf_jax.evaluation import skimming_baselines as sb
 from avsf_jax.evaluation import skimming_cost, skimming_plots
 from avsf_jax.input import feature_banks
@@ -214,6 +214,7 @@ def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--out', required=True)
   parser.add_argument('--scale', type=float, default=1.0)
+  console.add_verbose_argument(parser)
   args = parser.parse_args(argv)
   start = time.time()
   os.makedirs(args.out, exist_ok=True)
@@ -238,4 +239,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-  main()
+  console.guard('ltl_demo', main)()

@@ -16,7 +16,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from avsf_jax import models
+from avsf_jax import console, models
 from avsf_jax.models import stats
 
 _ORDER = ('slow', 'fast', 'audio', 'fast_to_slow', 'audio_fusion', 'avs', 'head', 'other')
@@ -57,8 +57,9 @@ def define_flags() -> None:
   config_flags.DEFINE_config_file('config', None, 'Config file (with :variant).')
   flags.DEFINE_integer('crop_size', 256, 'Spatial size of the (square) view.')
   flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
+  console.define_flags()
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(console.guard('model_stats', main), flags_parser=console.parse_flags)

@@ -18,6 +18,8 @@ import os
 
 from absl import app, flags
 
+from avsf_jax import console
+
 
 def get_builder(name: str, data_dir: str, *, split: int = 1, **kwargs):
   """The builder of `name`: `builders.BUILDERS`, or the self-supervised ones (`ucf101` and
@@ -114,9 +116,10 @@ def define_flags() -> None:
   )
   flags.DEFINE_integer('num_workers', None, 'Decoding processes (default: all cores).')
   flags.DEFINE_integer('split', 1, 'ucf101 / hmdb51: the official split (1, 2 or 3).')
+  console.define_flags()
 
 
 if __name__ == '__main__':
   define_flags()
   flags.mark_flags_as_required(['dataset', 'manual_dir'])
-  app.run(main)
+  app.run(console.guard('prepare_dataset', main))

@@ -28,6 +28,8 @@ import re
 import sys
 from typing import Any
 
+from avsf_jax import console
+
 # Target: chips, dense bf16 peak per chip, HBM bandwidth, per-chip interconnect bandwidth for
 # collectives (one direction), HBM per chip, the recipe's per-chip batch (global 1024 where it divides).
 TARGETS = {
@@ -223,6 +225,7 @@ def main(argv=None) -> None:
   parser.add_argument('--efficiency', type=float, default=ASSUMED_EFFICIENCY)
   parser.add_argument('--clips_per_core', type=float, default=CLIPS_PER_CORE)
   parser.add_argument('--json', action='store_true')
+  console.add_verbose_argument(parser)
   args = parser.parse_args(argv)
   target = TARGETS[args.target]
   # The target's chips as fake CPU devices; must be set before JAX starts.
@@ -256,4 +259,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  console.guard('scaling', main)()

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 import optax
 
+from avsf_jax import console
 from avsf_jax.evaluation import skimming_baselines as sb
 from avsf_jax.evaluation import skimming_cost, skimming_plots
 from avsf_jax.input import feature_banks
@@ -237,6 +238,7 @@ def main(argv=None) -> None:
   parser.add_argument('--steps', type=int, default=DemoConfig.steps)
   parser.add_argument('--seed', type=int, default=DemoConfig.seed)
   parser.add_argument('--plot', action='store_true')
+  console.add_verbose_argument(parser)
   args = parser.parse_args(argv)
   results = run(DemoConfig(seed=args.seed, steps=args.steps))
   os.makedirs(args.out, exist_ok=True)
@@ -255,4 +257,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  console.guard('skimming_feature_demo', main)()

@@ -7,6 +7,7 @@ subprocesses to check the one-line exit. One trained tiny workdir (6 steps, chec
 and 6) and its export are shared by the module.
 """
 
+import os
 import pathlib
 import pickle
 import re
@@ -347,7 +348,7 @@ def _foreign(tmp_path, suffix: str, state=None) -> pathlib.Path:
 
 @pytest.mark.parametrize('fault', F.FAULTS)
 @pytest.mark.parametrize('suffix', ['.pyth', '.pkl'])
-def test_a_damaged_foreign_checkpoint_is_refused(tmp_path, suffix, fault):
+def test_a_damaged_foreign_checkpoint_is_refused(tmp_path, record_property, suffix, fault):
   path = _foreign(tmp_path, suffix)
   F.inject(path, fault)
   before = F.hashes(tmp_path)
@@ -360,6 +361,7 @@ def test_a_damaged_foreign_checkpoint_is_refused(tmp_path, suffix, fault):
       # Flipped bytes inside raw tensor data of a format without checksums (pickle) load as
       # other numbers: nothing can tell. Anywhere else they must be caught.
       assert fault == 'flipped', loaded
+      record_property('outcome', 'defined: loads (no checksum)')
       assert set(loaded) == set(_state_dict())
   assert F.hashes(tmp_path) == before
 
@@ -461,7 +463,9 @@ def _read(kind, path):
     ('feature_bank', _feature_bank, 'banks.npz'),
   ],
 )
-def test_damaged_ava_files_and_feature_banks_are_refused(tmp_path, kind, make, name, fault):
+def test_damaged_ava_files_and_feature_banks_are_refused(
+  tmp_path, record_property, kind, make, name, fault
+):
   path = tmp_path / name
   make(path)
   assert _read(kind, path)  # intact: loads
@@ -478,6 +482,7 @@ def test_damaged_ava_files_and_feature_banks_are_refused(tmp_path, kind, make, n
     else:
       # Flipped bytes inside raw array data of an uncompressed pickle/npz: nothing can tell.
       assert fault == 'flipped' and kind in ('proposals', 'feature_bank'), result
+      record_property('outcome', 'defined: loads (no checksum)')
   assert F.hashes(tmp_path) == before
 
 
@@ -499,7 +504,7 @@ def clip(tmp_path_factory):
 
 
 @pytest.mark.parametrize('fault', F.FAULTS)
-def test_log_mel_of_a_damaged_file(clip, tmp_path, fault):
+def test_log_mel_of_a_damaged_file(clip, tmp_path, record_property, fault):
   """Truncated or flipped media decodes what is intact (a defined result, as the input
   pipeline does) or fails naming the file; everything else fails naming the file."""
   path = tmp_path / 'clip.mp4'
@@ -514,34 +519,240 @@ def test_log_mel_of_a_damaged_file(clip, tmp_path, fault):
     else:
       assert fault in ('truncated', 'flipped'), spectrogram.shape
       assert spectrogram.ndim == 2 and np.isfinite(spectrogram).all()
+      record_property('outcome', 'defined: decodes what is intact')
   assert F.hashes(tmp_path) == before
 
 
-# -- command lines: one line on stderr, no traceback, exit status 1 ----------------------------
+# -- command lines: one line on stderr and exit status 1; a traceback with --verbose ----------
 
-
-def test_command_lines_exit_with_one_line(tmp_path, compilation_cache):
-  env = helpers.subprocess_env(compilation_cache, devices=1)
-  pyth = _foreign(tmp_path, '.pyth')
-  F.inject(pyth, 'truncated')
-  png = tmp_path / 'image.png'
-  png.write_bytes(F.PNG)
-  runs = {
-    'convert_checkpoint': [
-      'avsf_jax.tools.convert_checkpoint',
+# Every entry point with a cheap fault: (arguments, the path its message must name). T is the
+# test's folder, in which `file` is a regular file (so T/file/out cannot be a folder).
+# skimming_feature_demo is the one program left out: it trains before it touches any file.
+ENTRY_POINTS = {
+  'avsf_jax.main': (['--config=T/missing.py', '--workdir=T/run'], 'T/missing.py'),
+  'avsf_jax.evaluate': (
+    [f'--config={helpers.TINY_CONFIG}', '--workdir=T/no_run', '--output=T/r.json'],
+    'T/no_run',
+  ),
+  'avsf_jax.export': (['--workdir=T/no_run', '--output=T/export'], 'T/no_run'),
+  'avsf_jax.tools.convert_checkpoint': (
+    [
       f'--config={helpers.TINY_CONFIG}',
       '--source=pytorchvideo',
-      f'--input={pyth}',
-      f'--output={tmp_path / "out"}',
+      '--input=T/missing.pyth',
+      '--output=T/out',
     ],
-    'log_mel': ['avsf_jax.tools.log_mel', f'--input={png}', f'--output={tmp_path / "x.npy"}'],
-  }
-  for name, args in runs.items():
-    result = subprocess.run(
-      [sys.executable, '-m', *args], cwd=helpers.REPO, env=env, capture_output=True, text=True
+    'T/missing.pyth',
+  ),
+  'avsf_jax.tools.log_mel': (['--input=T/missing.mp4', '--output=T/x.npy'], 'T/missing.mp4'),
+  'avsf_jax.tools.prepare_dataset': (
+    ['--dataset=charades', '--manual_dir=T/no_raw', '--data_dir=T/data'],
+    'T/no_raw',
+  ),
+  'avsf_jax.tools.compare_results': (
+    ['--a=T/missing.json', '--b=T/missing.json', '--output=T/c.png'],
+    'T/missing.json',
+  ),
+  'avsf_jax.tools.ava_eval': (
+    ['--groundtruth=T/missing.csv', '--detections=T/missing.csv', '--label_map=T/missing.pbtxt'],
+    'T/missing.',
+  ),
+  'avsf_jax.tools.model_stats': (['--config=T/missing.py'], 'T/missing.py'),
+  'avsf_jax.tools.benchmark': (['--suite=model', '--config=T/missing.py'], 'T/missing.py'),
+  'avsf_jax.tools.extract_features': (
+    [f'--config={helpers.TINY_CONFIG}', '--export=T/no_export', '--output=T/f.npz'],
+    'T/no_export',
+  ),
+  'avsf_jax.tools.extract_preview_features': (
+    ['--student_export=T/no_export', '--out=T/banks'],
+    'T/no_export',
+  ),
+  'avsf_jax.tools.scaling': (['--config=T/missing.py'], 'T/missing.py'),
+  'avsf_jax.tools.ltl_demo': (['--out=T/file/out'], 'T/file/out'),
+  'avsf_jax.tools.demo_ssl': (['--output=T/file/out'], 'T/file/out'),
+  'avsf_jax.tools.ava_demo': (['--output=T/file/out', '--data_dir=T/file/data'], 'T/file/'),
+}
+
+
+@pytest.fixture(scope='module')
+def command_lines(tmp_path_factory, compilation_cache):
+  """Every entry point run with its fault, without and with --verbose, in one process
+  (tests/faults/entry_points.py): {(module, verbose): (exit status, stderr)}."""
+  import json  # noqa: PLC0415
+
+  root = tmp_path_factory.mktemp('entry_points')
+  (root / 'file').write_text('a regular file\n')
+  runs = []
+  for module, (args, _) in ENTRY_POINTS.items():
+    args = [a.replace('T/', f'{root}/') for a in args]
+    runs += [[module, args], [module, [*args, '--verbose']]]
+  env = helpers.subprocess_env(compilation_cache, devices=1)
+  env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(helpers.REPO), env.get('PYTHONPATH')]))
+  harness = helpers.REPO / 'tests' / 'faults' / 'entry_points.py'
+  result = subprocess.run(
+    [sys.executable, str(harness), json.dumps(runs)],
+    cwd=root,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = {}
+  for line in result.stdout.splitlines():
+    run = json.loads(line)
+    out[run['module'], '--verbose' in run['args']] = (run['code'], run['stderr'])
+  assert len(out) == 2 * len(ENTRY_POINTS)
+  assert (root / 'file').read_text() == 'a regular file\n'  # nothing that existed changed
+  return root, out
+
+
+@pytest.mark.parametrize('module', sorted(ENTRY_POINTS))
+def test_command_lines_fail_in_one_line_and_show_the_traceback_with_verbose(command_lines, module):
+  root, runs = command_lines
+  named = ENTRY_POINTS[module][1].replace('T/', f'{root}/')
+  program = module.rsplit('.', 1)[-1]
+  code, err = runs[module, False]
+  last = err.strip().splitlines()[-1]
+  assert code == 1, err[-2000:]
+  assert last.startswith(f'{program}: ') and named in last, err[-2000:]
+  assert 'Traceback' not in err, err[-2000:]
+  code, verbose = runs[module, True]
+  assert code == 1, verbose[-2000:]
+  assert 'Traceback (most recent call last)' in verbose, verbose[-2000:]
+  assert verbose.strip().splitlines()[-1] == last
+
+
+# -- prepared datasets: prepare_dataset and training on damaged shards -------------------------
+
+
+@pytest.fixture(scope='module')
+def prepared(tmp_path_factory):
+  """(manual_dir, data_root): a real synthetic_av of one train and one validation clip,
+  prepared by `builders.build` from raw files written here (two 0.5 s clips; their
+  RAW_COMPLETE marker keeps the builder from generating the full 300)."""
+  from avsf_jax.input.prepare import builders, synthetic  # noqa: PLC0415
+
+  root = tmp_path_factory.mktemp('dataset')
+  manual, data_root = root / 'raw', root / 'cache'
+  label = synthetic.CLASS_NAMES[0]
+  t = np.arange(22050) / 44100
+  audio = np.sin(2 * np.pi * 440 * t)[None].astype(np.float32)
+  for split in ('train', 'validate'):
+    (manual / split / label).mkdir(parents=True)
+    frames = np.full((12, 32, 48, 3), 90 if split == 'train' else 160, np.uint8)
+    synthetic.write_video(
+      str(manual / split / label / f'v{split}_000000_000001.mp4'), frames, 24, audio, 44100
     )
-    assert result.returncode == 1, result.stderr[-2000:]
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f'{name}: '), result.stderr[-2000:]
-    assert 'Traceback' not in result.stderr, result.stderr[-2000:]
-  assert not (tmp_path / 'out').exists() and not (tmp_path / 'x.npy').exists()
+    (manual / f'{split}.csv').write_text(
+      f'label,youtube_id,time_start,time_end,split\n{label},v{split},0,1,{split}\n'
+    )
+  (manual / builders.RAW_COMPLETE).write_text('2 clips\n')
+  builder = builders.get_builder('synthetic_av', str(data_root), num_workers=1)
+  builders.build(builder, str(manual))
+  assert builders.is_complete(builder) and builder.prepared == 2
+  return manual, data_root
+
+
+SHARD_FAULTS = ('truncated', 'zero_bytes', 'flipped', 'text', 'png', 'missing', 'permission')
+SHARDS = {
+  'examples': 'synthetic_av-train.array_record-00000-of-00001',
+  'frames': 'frames-train.array_record',
+}
+
+
+def _damaged_dataset(prepared, tmp_path, shard, fault, marker=True):
+  """A copy of the prepared dataset with `fault` in one shard; (data_root, version dir, shard)."""
+  from avsf_jax.input.prepare import builders  # noqa: PLC0415
+
+  data_root = tmp_path / 'cache'
+  shutil.copytree(prepared[1], data_root)
+  version = data_root / 'synthetic_av' / 'ss320' / '1.1.0'
+  target = version / SHARDS[shard]
+  if fault == 'flipped':  # inside the first record's chunk (a small file is mostly padding)
+    data = target.read_bytes()
+    target.write_bytes(data[:200] + bytes(b ^ 0xFF for b in data[200:264]) + data[264:])
+  else:
+    F.inject(target, fault)
+  if not marker:
+    (version / builders.PREPARED_MARKER).unlink()
+  return data_root, version, target
+
+
+def _open_dataset(entry, data_root, manual):
+  """What each entry point does first with the dataset: training (`pipeline.get_builder`,
+  called by the data source's dataset_info) or `prepare_dataset.prepare`."""
+  from avsf_jax.input import pipeline  # noqa: PLC0415
+  from avsf_jax.tools import prepare_dataset  # noqa: PLC0415
+
+  pipeline._CHECKED.clear()  # noqa: SLF001 - every case checks its own copy
+  if entry == 'training':
+    config = helpers.load_config('configs/demo.py')
+    config.input.data_dir = str(data_root)
+    return pipeline.get_builder(config)
+  return prepare_dataset.prepare('synthetic_av', str(manual), str(data_root), num_workers=1)
+
+
+@pytest.mark.parametrize('fault', SHARD_FAULTS)
+@pytest.mark.parametrize('shard', sorted(SHARDS))
+@pytest.mark.parametrize('entry', ['training', 'prepare_dataset'])
+def test_a_damaged_dataset_shard_is_refused_naming_it(prepared, tmp_path, entry, shard, fault):
+  data_root, version, target = _damaged_dataset(prepared, tmp_path, shard, fault)
+  before = F.hashes(data_root)
+  with F.deny(target if fault == 'permission' else None), pytest.raises(storage.FileFault) as e:
+    _open_dataset(entry, data_root, prepared[0])
+  message = str(e.value)
+  assert message.startswith(f'{target}: the shard of the prepared dataset is '), message
+  says = {
+    'missing': 'missing (no such file)',
+    'permission': 'permission denied',
+    'zero_bytes': 'empty (zero bytes)',
+  }.get(fault, 'damaged (')
+  assert says in message and '\n' not in message, message
+  assert message.endswith(f'; delete {version} and prepare it again'), message
+  assert F.hashes(data_root) == before
+
+
+@pytest.mark.parametrize('entry', ['training', 'prepare_dataset'])
+def test_a_half_written_dataset_without_its_marker_is_refused(prepared, tmp_path, entry):
+  """A folder that holds TFDS's description but lacks a shard and the `.prepared` marker (a
+  copy cut short, a build killed): refused naming the shard; nothing is built or changed."""
+  data_root, version, target = _damaged_dataset(
+    prepared, tmp_path, 'examples', 'missing', marker=False
+  )
+  before = F.hashes(data_root)
+  with pytest.raises(storage.FileFault) as e:
+    _open_dataset(entry, data_root, prepared[0])
+  assert str(e.value) == (
+    f'{target}: the shard of the prepared dataset is missing (no such file) (no .prepared '
+    f'marker: an unfinished build); delete {version} and prepare it again'
+  )
+  assert F.hashes(data_root) == before
+
+
+@pytest.mark.parametrize('entry', ['training', 'prepare_dataset'])
+def test_a_complete_dataset_from_before_the_markers_is_recognised(prepared, tmp_path, capfd, entry):
+  """The bug of the last session: a dataset prepared before markers existed went down the
+  build path and reported "0 prepared, 0 skipped". Now its shards are checked and it is
+  marked complete, with one line that says so; nothing else is written."""
+  from avsf_jax.input.prepare import builders  # noqa: PLC0415
+
+  data_root = tmp_path / 'cache'
+  shutil.copytree(prepared[1], data_root)
+  version = data_root / 'synthetic_av' / 'ss320' / '1.1.0'
+  (version / builders.PREPARED_MARKER).unlink()
+  (version / builders.SKIPPED_FILENAME).unlink()  # older versions did not always write it
+  before = F.hashes(version)
+  builder = _open_dataset(entry, data_root, prepared[0])
+  if entry == 'training':
+    assert builder.info.splits['train'].num_examples == 1
+  else:
+    assert builder['already_prepared'] and builder['prepared'] == 0
+  out, err = capfd.readouterr()
+  assert f'synthetic_av: {version} holds a complete dataset without a .prepared marker' in err
+  assert 'its shards check out, marking it complete' in err
+  assert 'preparing it' not in err and 'generating' not in err
+  assert 'prepared, 0 skipped' not in out and 'another process' not in out + err
+  after = F.hashes(version)
+  marker = f'{version.name}/{builders.PREPARED_MARKER}'
+  assert after.pop(marker) and after == before

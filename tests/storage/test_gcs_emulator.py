@@ -93,12 +93,24 @@ def emulator(tmp_path_factory):
     process.wait(timeout=30)
 
 
-def _objects(env) -> list[str]:
-  """Every object in the bucket, listed through the emulator's JSON API."""
+def _items(env) -> list[dict]:
+  """Every object in the bucket (name, size, ...), listed through the emulator's JSON API."""
   url = f'{env["STORAGE_EMULATOR_HOST"]}/storage/v1/b/{BUCKET}/o?maxResults=100000'
   with urllib.request.urlopen(url, timeout=30) as response:
-    items = json.load(response).get('items', [])
-  return sorted(f'{BUCKET}/{item["name"]}' for item in items)
+    return sorted(json.load(response).get('items', []), key=lambda item: item['name'])
+
+
+def _objects(env) -> list[str]:
+  return [f'{BUCKET}/{item["name"]}' for item in _items(env)]
+
+
+def _listing(env) -> str:
+  """`gsutil ls -l -r gs://bucket`: size and URL of every object, then the total."""
+  items = _items(env)
+  lines = [f'{int(item["size"]):>12}  gs://{BUCKET}/{item["name"]}' for item in items]
+  total = sum(int(item['size']) for item in items)
+  lines.append(f'TOTAL: {len(items)} objects, {total} bytes')
+  return '\n'.join(lines)
 
 
 def _start(cwd, log_path, env, *args, module=None):
@@ -176,7 +188,8 @@ def test_train_kill_resume_export_evaluate_in_a_bucket(
   assert got_results['top1'] == want['top1'] and got_results['top5'] == want['top5']
 
   listing = _objects(emulator)
-  print('\n'.join(listing))
+  print(f'Objects in gs://{BUCKET} after the run (train, SIGKILL, resume, export):')
+  print(_listing(emulator))  # shown by `pytest -rP`; the issue's note quotes it
   assert f'{BUCKET}/run/config.json' in listing
   assert f'{BUCKET}/export/metadata.json' in listing
   assert f'{BUCKET}/export/predict.jaxexport' in listing

@@ -13,7 +13,10 @@ Shared caches: a build holds a file lock beside the data (`<data_dir>.lock`), so
 on one machine that find the same cache empty build it once (the second finds it prepared).
 Generated raw files and a finished dataset each get a completion marker, written last and
 atomically (`RAW_COMPLETE` in the raw folder, `PREPARED_MARKER` in the data folder): a folder
-without its marker is unfinished, whatever else it holds.
+without its marker is unfinished, whatever else it holds. A dataset prepared before the
+markers existed (TFDS's `dataset_info.json` there, no marker) is accepted once `check_files`
+finds every shard it lists intact; otherwise the build stops with a one-line `FileFault`
+naming the shard and saying what to do, and touches nothing.
 """
 
 import concurrent.futures
@@ -31,6 +34,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from array_record.python import array_record_module
 
+from avsf_jax import storage
 from avsf_jax.input import media
 from avsf_jax.input.prepare import annotations, synthetic
 from avsf_jax.input.prepare import records as prepare
@@ -108,6 +112,7 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self.num_workers = num_workers or os.cpu_count() or 1
     self.skipped: list[dict] = []
     self.prepared = 0
+    self.built_here = False  # set by `build` when this process prepared the data
 
   def _label_features(self) -> dict:
     return {'label': tfds.features.ClassLabel(names=self.class_names())}
@@ -160,9 +165,9 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def write_skipped(self) -> str:
     """Writes `skipped.jsonl` (one JSON object per skipped file) next to the prepared data."""
     path = os.path.join(self.data_dir, SKIPPED_FILENAME)
-    with tf.io.gfile.GFile(path, 'w') as f:
-      for entry in self.skipped:
-        f.write(json.dumps(entry) + '\n')
+    # storage.write_text, not tf.io.gfile: a GFile never written to creates no file, and
+    # an empty report (nothing skipped) must exist too.
+    storage.write_text(path, ''.join(json.dumps(entry) + '\n' for entry in self.skipped))
     return path
 
 
@@ -320,6 +325,87 @@ def is_complete(builder: VideoBuilder) -> bool:
   return tf.io.gfile.exists(os.path.join(builder.data_dir, PREPARED_MARKER))
 
 
+def _say(text: str) -> None:
+  print(text, file=sys.stderr, flush=True)
+
+
+def _shards(data_dir: str) -> list[tuple[str, int | None]]:
+  """(path, number of records or None) of every ArrayRecord file of the prepared dataset in
+  `data_dir`, as its `dataset_info.json` lists them, and the frame store of each split."""
+  try:
+    info = tfds.builder_from_directory(data_dir).info
+  except Exception as e:  # noqa: BLE001 - any damage to TFDS's description reads the same
+    raise storage.FileFault(
+      f'{data_dir}: the description of the prepared dataset (dataset_info.json, features.json) '
+      f'cannot be read ({storage.first_line(e)})'
+    ) from None
+  files = []
+  for name, split in info.splits.items():
+    files += [(str(p), int(n)) for p, n in zip(split.filepaths, split.shard_lengths, strict=True)]
+    files.append((frames_path(data_dir, name), None))
+  return files
+
+
+DEEP_CHECK_BYTES = 1 << 30  # datasets up to this size get every chunk's hash checked
+
+
+def check_files(builder: VideoBuilder, deep_check_bytes: int = DEEP_CHECK_BYTES) -> int:
+  """Opens every shard of the prepared dataset and returns how many it checked; a
+  `storage.FileFault` naming the first bad shard otherwise: missing, unreadable, or holding
+  another number of records than `dataset_info.json` records (truncated or replaced).
+
+  An ArrayRecord file is checked by its footer and index, which is cheap whatever its size;
+  flipped bytes inside a record are found only by reading it (Riegeli checks each chunk's
+  hash). So a local dataset of at most `deep_check_bytes` in all (the demo's is 60 MB,
+  read in well under a second) is also read through; larger ones, and datasets in a
+  bucket, are read through by training, where a damaged chunk fails the read that meets it.
+  """
+  shards = _shards(builder.data_dir)
+  for path, _ in shards:  # missing, permission denied, empty: the one-line FileFault
+    storage.check_readable(path, 'shard of the prepared dataset')
+  local = '://' not in builder.data_dir  # a bucket is not read through at every start
+  deep = local and sum(tf.io.gfile.stat(p).length for p, _ in shards) <= deep_check_bytes
+  for path, expected in shards:
+    reader = array_record_module.ArrayRecordReader(path)
+    cause = None
+    try:
+      found = reader.num_records() if reader.ok() else None
+      if deep and found:
+        for start in range(0, found, 256):
+          reader.read(start, min(found, start + 256))
+    except RuntimeError as e:
+      cause = e
+    finally:
+      try:
+        reader.close()
+      except RuntimeError as e:  # a reader that failed to open reports why on close
+        cause = cause or e
+    if cause is not None or found is None:
+      why = storage.first_line(cause).removeprefix('RuntimeError: ') if cause else 'unreadable'
+      raise storage.FileFault(
+        f'{path}: the shard of the prepared dataset is damaged (not a readable ArrayRecord '
+        f'file: {why})'
+      )
+    if expected is not None and found != expected:
+      raise storage.FileFault(
+        f'{path}: the shard of the prepared dataset is damaged (truncated or replaced: '
+        f'{found} records, dataset_info.json lists {expected})'
+      )
+  return len(shards)
+
+
+def check_prepared(builder: VideoBuilder) -> None:
+  """`check_files`, with what to do added to its FileFault: a damaged dataset is never
+  repaired or deleted here (it may be someone's only copy)."""
+  try:
+    check_files(builder)
+  except storage.FileFault as e:
+    marker = '' if is_complete(builder) else f' (no {PREPARED_MARKER} marker: an unfinished build)'
+    raise storage.FileFault(
+      f'{e}{marker}; delete {builder.data_dir} and prepare it again'
+    ) from None
+
+
 def build_lock(builder: VideoBuilder):
   """A lock serialising builds of `builder`'s data_dir by processes of one machine (a
   `<data_dir>.lock` file beside it); a no-op context for URLs, where process 0 alone builds."""
@@ -329,17 +415,57 @@ def build_lock(builder: VideoBuilder):
   return filelock.FileLock(builder.data_dir + '.lock')
 
 
+@contextlib.contextmanager
+def _holding(lock, builder: VideoBuilder):
+  """Holds `lock`; says so on stderr first when another process holds it."""
+  if isinstance(lock, filelock.BaseFileLock):
+    try:
+      lock.acquire(timeout=0)
+    except filelock.Timeout:
+      _say(
+        f'{builder.name}: another process is preparing it in {builder.data_dir}; waiting for '
+        f'it to finish (lock {lock.lock_file})'
+      )
+      lock.acquire()
+    try:
+      yield
+    finally:
+      lock.release()
+  else:
+    with lock:
+      yield
+
+
 def build(builder: VideoBuilder, manual_dir: str) -> str:
   """Prepares the dataset from `manual_dir`; returns the path of `skipped.jsonl`.
 
-  A dataset that is already prepared is left as it is (its `skipped.jsonl` included). Holds
-  `build_lock(builder)` throughout; a process that waited for it finds the dataset prepared.
-  The completion marker is written last.
+  Holds `build_lock(builder)` throughout (one line on stderr when it has to wait for it).
+  A complete dataset (its marker there: prepared earlier, or by the process this one waited
+  for) is checked (`check_prepared`) and left as it is. A dataset prepared before the markers existed is checked
+  (`check_prepared`) and marked complete when intact; a damaged or unfinished one stops with
+  a FileFault naming the shard, modifying nothing. Otherwise the dataset is prepared here
+  (`builder.built_here`) and the completion marker is written last.
   """
-  with build_lock(builder):
+  with _holding(build_lock(builder), builder):
     skipped = os.path.join(builder.data_dir, SKIPPED_FILENAME)
-    if not is_prepared(builder):
+    if is_complete(builder):
+      check_prepared(builder)
+      return skipped
+    if is_prepared(builder):
+      check_prepared(builder)
+      _say(
+        f'{builder.name}: {builder.data_dir} holds a complete dataset without a '
+        f'{PREPARED_MARKER} marker (prepared by an older version); its shards check out, '
+        'marking it complete'
+      )
+    else:
+      _say(f'{builder.name}: preparing it in {builder.data_dir}')
       builder.make_raw_files(manual_dir)
+      if not tf.io.gfile.isdir(manual_dir) or not tf.io.gfile.listdir(manual_dir):
+        raise FileNotFoundError(
+          f'{manual_dir}: the manual_dir of {builder.name} (raw videos and annotation files) '
+          'is missing or empty; see docs/data.md for its layout'
+        )
       download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
       builder.download_and_prepare(download_config=download_config)
       names = builder.read_class_names(manual_dir)
@@ -347,6 +473,6 @@ def build(builder: VideoBuilder, manual_dir: str) -> str:
         with tf.io.gfile.GFile(os.path.join(builder.data_dir, CLASS_NAMES_FILENAME), 'w') as f:
           json.dump(names, f)
       skipped = builder.write_skipped()
-    if not is_complete(builder):
-      write_marker(os.path.join(builder.data_dir, PREPARED_MARKER))
+      builder.built_here = True
+    write_marker(os.path.join(builder.data_dir, PREPARED_MARKER))
     return skipped

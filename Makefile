@@ -98,3 +98,15 @@ demo-compare: venv
 	$(BIN)/python -m avsf_jax.tools.compare_results --a=$(DEMO_DIR)/slowfast/eval_results.json \
 	  --b=$(DEMO_DIR)/avslowfast/eval_results.json --output=$(DEMO_DIR)/compare_per_class.png \
 	  --label_a=SlowFast --label_b=AVSlowFast
+
+# Beam preparation's test (tests/input/test_beam_prepare.py) in a venv of its own, until the
+# main pin set admits apache-beam (it needs protobuf 6, pillow 12, python-dateutil 2 and
+# pyarrow 25; docs/data.md).
+BEAM_VENV := .venv-beam
+.PHONY: test-beam
+test-beam:
+	test -x $(BEAM_VENV)/bin/python || $(PYTHON) -m venv $(BEAM_VENV)
+	grep -v -E '^(protobuf|pillow|python-dateutil|pyarrow)==' constraints.txt > $(BEAM_VENV)/constraints.txt
+	$(BEAM_VENV)/bin/python -m pip install -q -c $(BEAM_VENV)/constraints.txt -e . pytest filelock \
+	  apache-beam==2.77.0 protobuf==6.33.6 pillow==12.3.0 python-dateutil==2.9.0.post0 pyarrow==25.0.1
+	$(TEST_ENV) $(BEAM_VENV)/bin/python -m pytest -q tests/input/test_beam_prepare.py

@@ -41,6 +41,8 @@ def input_config() -> ml_collections.ConfigDict:
     {
       'dataset': 'kinetics400',
       'data_dir': '',  # '' = $AVSF_DATA_DIR or ~/.cache/avsf_jax/datasets
+      # host:port of a tf.data service dispatcher (docs/data.md); '' = decode in this process.
+      'tf_data_service': '',
       'train_split': 'train',
       'eval_split': 'validation',
       'num_frames': 4,  # T: frames of the Slow pathway (Fast takes model.alpha * T)

@@ -45,6 +45,10 @@ def data_source(config: ml_collections.ConfigDict):
     from avsf_jax.input.prepare import folder  # noqa: PLC0415
 
     return folder
+  if config.input.get('tf_data_service', ''):  # training batches from tf.data service workers
+    from avsf_jax.input import service  # noqa: PLC0415
+
+    return service
   from avsf_jax.input import pipeline  # noqa: PLC0415 (imports TensorFlow)
 
   return pipeline

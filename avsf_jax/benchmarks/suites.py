@@ -85,6 +85,8 @@ def _bench_config(config, *, dtype: str, batch: int, crop: int) -> Any:
   cfg.input.batch_size = batch
   cfg.input.crop_size = crop
   cfg.input.test_crop_size = crop
+  if cfg.model.get('head_pooling') == 'window':  # the fixed test window fits the crop
+    cfg.model.head_window = (crop // 32, crop // 32)
   cfg.model.bn_group_size = min(cfg.model.bn_group_size, batch // jax.device_count()) or 0
   fake = dict(cfg.get('fake_data') or {})
   fake['num_train_examples'] = max(batch * 4, fake.get('num_train_examples', 0))

@@ -36,7 +36,7 @@ from array_record.python import array_record_module
 
 from avsf_jax import storage
 from avsf_jax.input import media
-from avsf_jax.input.prepare import annotations, synthetic
+from avsf_jax.input.prepare import annotations, beam_results, synthetic
 from avsf_jax.input.prepare import records as prepare
 
 DATA_DIR = pathlib.Path(__file__).resolve().parents[3] / 'data'
@@ -106,10 +106,13 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   # `importlib_resources` package for builders defined outside tensorflow_datasets.
   url_infos = None
 
-  def __init__(self, *, num_workers: int | None = None, **kwargs):
+  def __init__(self, *, num_workers: int | None = None, decoded_dir: str | None = None, **kwargs):
     kwargs.setdefault('file_format', 'array_record')
     super().__init__(**kwargs)
     self.num_workers = num_workers or os.cpu_count() or 1
+    # Records already decoded elsewhere (Apache Beam: `beam_prepare.py`), read instead of
+    # decoding here.
+    self.decoded_dir = decoded_dir
     self.skipped: list[dict] = []
     self.prepared = 0
     self.built_here = False  # set by `build` when this process prepared the data
@@ -135,30 +138,38 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     splits = self._records(str(dl_manager.manual_dir))
     return {split: self._generate_examples(records, split) for split, records in splits.items()}
 
-  def _generate_examples(self, records, split):
+  def _decode(self, records, split):
+    """(key, example, skip) of each record, in order: decoded in worker processes here, or
+    read from `decoded_dir`."""
+    if self.decoded_dir:
+      yield from beam_results.read(self.decoded_dir, split, len(records))
+      return
     config = self.builder_config
     args = (config.short_side, media.DEFAULT_SAMPLE_RATE, config.keep_no_audio)
     context = multiprocessing.get_context('spawn')
     workers = min(self.num_workers, max(1, len(records)))
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+      futures = [pool.submit(prepare.prepare_record, r, *args) for r in records]
+      for future in futures:
+        yield future.result()
+
+  def _generate_examples(self, records, split):
     # TFDS points `data_dir` at its temporary build folder here, renamed when the build succeeds.
     frames = array_record_module.ArrayRecordWriter(
       frames_path(self.data_dir, split), 'group_size:1,uncompressed'
     )
     count = 0
     try:
-      with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = [pool.submit(prepare.prepare_record, r, *args) for r in records]
-        for future in futures:
-          key, example, skip = future.result()
-          if skip is not None:
-            self.skipped.append(skip)
-            continue
-          example['frame_offset'] = np.int64(count)
-          for jpeg in example.pop('frames'):
-            frames.write(jpeg)
-          count += int(example['num_frames'])
-          self.prepared += 1
-          yield key, example
+      for key, example, skip in self._decode(records, split):
+        if skip is not None:
+          self.skipped.append(skip)
+          continue
+        example['frame_offset'] = np.int64(count)
+        for jpeg in example.pop('frames'):
+          frames.write(jpeg)
+        count += int(example['num_frames'])
+        self.prepared += 1
+        yield key, example
     finally:
       frames.close()
 

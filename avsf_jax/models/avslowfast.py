@@ -220,7 +220,7 @@ class AVSlowFast(nn.Module):
     kernels = self.slow_temporal_kernels if pathway == 'slow' else self.fast_temporal_kernels
     x = conv(width, (kernels[0], 7, 7), (1, 2, 2), name=f'{pathway}_stem')(x)
     x = nn.relu(norm(name=f'{pathway}_stem_bn')(x))
-    return layers.max_pool(x, (1, 3, 3), (1, 2, 2), lowering=self.conv_lowering)
+    return layers.max_pool(x, (1, 3, 3), (1, 2, 2))
 
   def _stage(self, pathway: str, index: int, conv, norm) -> resnet.Stage:
     num_blocks, features, inner = resnet.stage_widths(self._width(pathway), self.depth)[index]

@@ -91,60 +91,10 @@ class _ConvKernel(nn.Module):
     return y
 
 
-def max_pool(
-  x: jax.Array, window: Sequence[int], strides: Sequence[int], *, lowering: str = 'auto'
-) -> jax.Array:
-  """Max pooling with symmetric `k // 2` padding filled with -inf (PyTorch semantics).
-
-  `lowering` as for convolutions (`convolution.LOWERINGS`): 'xla' is one reduce-window, whose
-  gradient XLA's CPU backend computes as an argmax reduce-window plus a scatter (~0.2 s for
-  each stem pool of a 256x256 SlowFast on 2 cores); 'lowered' is one pass per pooled axis of
-  elementwise maxima over the window's shifted slices, whose gradient is elementwise too
-  (4-5x faster on CPU). Both give the gradient to the first maximum of a window in row-major
-  order, as XLA's select-and-scatter does.
-  """
-  window, strides = tuple(window), tuple(strides)
-  if convolution.resolve(lowering) == 'xla':
-    padding = convolution.torch_padding(window)
-    return nn.max_pool(x, window, strides=strides, padding=padding)
-  # Batch axis 0 and channels last are never pooled; the last pooled axis goes first, so that
-  # among equal maxima the first in row-major order wins.
-  for axis in reversed(range(len(window))):
-    if window[axis] > 1 or strides[axis] > 1:
-      x = _max_pool_axis(x, axis + 1, window[axis], strides[axis])
-  return x
-
-
-def _first_max(best: jax.Array, candidate: jax.Array) -> jax.Array:
-  """The elementwise max; ties keep `best` (which then alone receives the gradient)."""
-  return jnp.where(best >= candidate, best, candidate)
-
-
-def _max_pool_axis(x: jax.Array, axis: int, k: int, stride: int) -> jax.Array:
-  """Max over windows of `k` along `axis` (stride `stride`, `k // 2` of -inf on each side)."""
-  length, pad = x.shape[axis], k // 2
-  if k == 3 and stride == 2 and length % 2 == 0:
-    # Window j covers positions 2j-1, 2j, 2j+1: odd[j-1], even[j], odd[j] of a reshape that
-    # splits the axis into (pairs, 2), so no strided access is needed.
-    pairs = x.reshape(x.shape[:axis] + (length // 2, 2) + x.shape[axis + 1 :])
-    even = jax.lax.index_in_dim(pairs, 0, axis + 1, keepdims=False)
-    odd = jax.lax.index_in_dim(pairs, 1, axis + 1, keepdims=False)
-    widths = [(0, 0)] * x.ndim
-    widths[axis] = (1, 0)
-    previous = jnp.pad(odd, widths, constant_values=-jnp.inf)
-    previous = jax.lax.slice_in_dim(previous, 0, length // 2, axis=axis)
-    return _first_max(_first_max(previous, even), odd)
-  widths = [(0, 0)] * x.ndim
-  widths[axis] = (pad, pad)
-  padded = jnp.pad(x, widths, constant_values=-jnp.inf)
-  count = (length + 2 * pad - k) // stride + 1
-  taps = [
-    jax.lax.slice_in_dim(padded, i, i + stride * (count - 1) + 1, stride, axis) for i in range(k)
-  ]
-  best = taps[0]
-  for tap in taps[1:]:
-    best = _first_max(best, tap)
-  return best
+def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int]) -> jax.Array:
+  """Max pooling with symmetric `k // 2` padding filled with -inf (PyTorch semantics)."""
+  padding = convolution.torch_padding(window)
+  return nn.max_pool(x, tuple(window), strides=tuple(strides), padding=padding)
 
 
 class BatchNorm(nn.Module):

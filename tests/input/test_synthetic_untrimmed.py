@@ -134,3 +134,47 @@ def test_pairs_are_the_frame_at_each_time_stamp_and_the_next_second_of_audio(vid
   first, stop = su.segment_pairs(v.segment_start_s, v.segment_end_s, su.pair_times())
   loud = np.abs(audio).max(axis=1) > 0.5 * su.dbfs(su.ACTION_DBFS)
   assert loud[first:stop].all() and loud.sum() <= stop - first + 2  # the second before it too
+
+
+def test_one_frame_does_not_tell_the_motion():
+  """The object's position in a clip's first frame has the same distribution under bounce and
+  drift (spec §8.1: image-only capped at 50 %): its height is a bounce's at a uniform phase."""
+
+  def first_top_rows(name):
+    rows = []
+    for seed in range(300):
+      frames, _ = su.trimmed_clip(name, seed)
+      rows.append(np.flatnonzero((frames[0] != su.BACKGROUND).any(axis=(1, 2)))[0])
+    return np.asarray(rows)
+
+  bounce, drift = first_top_rows('red_bounce'), first_top_rows('red_drift')
+  room = su.SIZE - su.OBJECT_SIDE
+  for rows in (bounce, drift):
+    assert rows.min() >= round(0.2 * room) - 1 and rows.max() == room
+  # Two samples of one distribution: means and quartiles agree within sampling error (the
+  # old generator put every bounce on the floor, row 38, and drifts anywhere in 0..38).
+  assert abs(bounce.mean() - drift.mean()) < 2.0
+  np.testing.assert_allclose(
+    np.percentile(bounce, [25, 50, 75]), np.percentile(drift, [25, 50, 75]), atol=3
+  )
+
+
+def test_bounce_clicks_when_the_object_is_on_the_floor():
+  """With a random starting phase, every click still starts on a floor contact: the frames
+  nearest the onsets show the object at its lowest (top row = room), give or take the frame's
+  1/8 s of motion."""
+  room = su.SIZE - su.OBJECT_SIDE
+  for seed in range(5):
+    frames, audio = su.trimmed_clip('green_bounce', seed)
+    tops = np.asarray(
+      [np.flatnonzero((f != su.BACKGROUND).any(axis=(1, 2)))[0] for f in frames], float
+    )
+    loud = np.abs(audio) > 0.1
+    onsets = np.flatnonzero(loud[1:] & ~loud[:-1]) / su.SAMPLE_RATE
+    onsets = onsets[np.r_[True, np.diff(onsets) > 0.1]]
+    for onset in onsets:
+      nearest = int(round(onset * su.FPS))
+      if nearest < len(frames):
+        # Within half a frame (1/16 s) of a contact the height is at most
+        # 0.8·room·sin(π·3/16) = 16.9 px above the floor.
+        assert tops[nearest] >= room - 0.8 * room * np.sin(np.pi * 3 / 16) - 1

@@ -270,6 +270,19 @@ def _sparse(ex, variables, factor, labels, segments) -> dict:
   }
 
 
+def bank_facts(path: str) -> dict:
+  """The validation videos' pairs per video and the fraction of them in the action segment
+  (the chance level of a pick's hit rate)."""
+  val = feature_banks.load_banks(path)
+  lengths = np.asarray([len(x) for x in val['image']], np.float64)
+  inside = np.asarray([end - start for start, end in val['segments']], np.float64)
+  return {
+    'videos': len(lengths),
+    'pairs_per_video': float(lengths.mean()),
+    'segment_fraction': float((inside / lengths).mean()),
+  }
+
+
 def _check(name: str, what: str, ok: bool, value: str) -> dict:
   return {'check': name, 'what': what, 'pass': bool(ok), 'value': value}
 
@@ -278,9 +291,11 @@ def acceptance(results: dict) -> list[dict]:
   """Spec §8.3's A1-A6 on the demo's results: one row per check, none loosened.
 
   "Within x points" is read one-sided (a variant may be better, not more than x worse);
-  "≈ 7.5 %" for UNIFORM / RANDOM's hit rate as within 3 points of the segment fraction.
+  "≈ 7.5 %" for UNIFORM / RANDOM's hit rate as within 3 points of the segment fraction (the
+  chance level: 7.5 % in spec §8.1, 15 % with the demo's 6-s segment).
   """
   c, k = results['clips'], results['skimming']
+  chance = results['banks']['segment_fraction']
   ours, s5, dense, uni = k['ours'], k['ours_s5'], k['dense'], k['uniform']
   es = ours['early_stop_top1']
   rows = [
@@ -330,9 +345,10 @@ def acceptance(results: dict) -> list[dict]:
     ),
     _check(
       'A3',
-      'UNIFORM and RANDOM hit rates ~ 7.5 % (within 3 points)',
-      all(abs(k[m]['hit_rate'] - 0.075) <= 0.03 for m in ('uniform', 'random')),
-      f'{100 * uni["hit_rate"]:.1f} / {100 * k["random"]["hit_rate"]:.1f} %',
+      'UNIFORM and RANDOM hit rates ~ segment fraction (3 points)',
+      all(abs(k[m]['hit_rate'] - chance) <= 0.03 for m in ('uniform', 'random')),
+      f'{100 * uni["hit_rate"]:.1f} / {100 * k["random"]["hit_rate"]:.1f} % '
+      f'(segment fraction {100 * chance:.1f} %)',
     ),
     _check(
       'A4',
@@ -399,6 +415,7 @@ def main(argv=None) -> dict:
   results = {'clips': clip_stage(args.out, args.scale, stages)}
   c_pair = results['clips']['student_gmacs_per_pair']
   results['skimming'] = skim_stage(args.out, args.scale, c_pair, stages)
+  results['banks'] = bank_facts(f'{args.out}/banks/val.npz')
   results['acceptance'] = acceptance(results)
   with open(os.path.join(args.out, 'ltl_results.json'), 'w') as f:
     json.dump(results, f, indent=1, sort_keys=True)

@@ -33,14 +33,14 @@ def test_layout_and_pairs(videos):
   assert len(su.CLASS_NAMES) == 8 and [x.label for x in videos] == list(range(8))
 
 
-def test_segment_is_3_s_at_a_uniform_place_and_holds_6_pairs(videos):
+def test_segment_is_6_s_at_a_uniform_place_and_holds_12_pairs(videos):
   starts = np.array([su.video('red_bounce', seed).segment_start_s for seed in range(40)])
-  assert starts.min() >= 0 and starts.max() <= 37
-  assert starts.min() < 8 and starts.max() > 29  # spread over the video
+  assert starts.min() >= 0 and starts.max() <= 34
+  assert starts.min() < 8 and starts.max() > 26  # spread over the video
   for v in videos:
-    assert v.segment_end_s - v.segment_start_s == 3.0
+    assert v.segment_end_s - v.segment_start_s == pytest.approx(6.0)
     first, stop = su.segment_pairs(v.segment_start_s, v.segment_end_s, su.pair_times())
-    assert stop - first == 6  # 7.5 % of 80
+    assert stop - first == 12  # 15 % of 80
     # The class object is drawn exactly in the segment's frames.
     colour = np.array(su.COLOURS[su.CLASS_NAMES[v.label].split('_')[0]])
     shows = np.all(v.frames == colour, axis=-1).any(axis=(1, 2))
@@ -105,13 +105,13 @@ def test_bounce_clicks_at_every_floor_contact():
 
 
 def test_generate_writes_decodable_mp4s_and_csvs(tmp_path):
-  counts = su.generate(str(tmp_path), videos_per_class={'val': 1}, clips_per_class=1, duration_s=6)
+  counts = su.generate(str(tmp_path), videos_per_class={'val': 1}, clips_per_class=1, duration_s=9)
   assert counts == {'val': 8, 'clips': 8}
   with open(tmp_path / 'val.csv') as f:
     rows = list(csv.DictReader(f))
   assert [r['label'] for r in rows] == list(su.CLASS_NAMES)
   start = float(rows[0]['segment_start'])
-  assert 0 <= start <= 3 and float(rows[0]['segment_end']) == pytest.approx(start + 3, abs=1e-3)
+  assert 0 <= start <= 3 and float(rows[0]['segment_end']) == pytest.approx(start + 6, abs=1e-3)
   path = tmp_path / 'val' / rows[0]['label'] / f'{rows[0]["video_id"]}.mp4'
   with av.open(str(path)) as container:
     frames = [f.to_ndarray(format='rgb24') for f in container.decode(video=0)]
@@ -119,8 +119,8 @@ def test_generate_writes_decodable_mp4s_and_csvs(tmp_path):
     audio = container.streams.audio[0]
     assert audio.sample_rate == 16000
     samples = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
-  assert len(frames) == 48 and frames[0].shape == (48, 48, 3)
-  assert abs(len(samples) - 6 * 16000) < 3000
+  assert len(frames) == 72 and frames[0].shape == (48, 48, 3)
+  assert abs(len(samples) - 9 * 16000) < 3000
   assert (tmp_path / 'clips' / 'red_bounce' / 'clip0000.mp4').exists()
 
 

@@ -148,6 +148,25 @@ class Stages:
     )
 
 
+def _skimming_export(path: str, ex, variables) -> None:
+  """The evaluation-ready skimming export: a video's banks ('image', 'audio', 'mask', padded
+  to `skim.length`) in, {'scores', 'indices'} out; the picks' time stamps are index x hop_s.
+  The banks come from the student export beside it (`finetune_export`)."""
+  if os.path.exists(path):
+    return
+  spec = ex.task.input_spec(train=False)
+  export.write(
+    path,
+    apply_fn=ex.task.export_function(ex.model),
+    variables={'params': variables['params'], 'batch_stats': variables['batch_stats']},
+    model_config=ex.config.model.to_dict(),
+    class_names=list(ex.info.class_names),
+    input_spec={k: list(v.shape) for k, v in spec.items() if k in ('image', 'audio', 'mask')},
+    preprocessing={'hop_s': 0.5, 'student_export': ex.config.skim.student_export},
+    extra_metadata={'task': ex.task.name},
+  )
+
+
 def clip_stage(out: str, scale: float, stages: Stages) -> dict:
   res = {}
   config = _config('demo_teacher', scale)
@@ -210,6 +229,7 @@ def skim_stage(out: str, scale: float, c_pair: float, stages: Stages) -> dict:
     if kind == 'skimming':
       res[name]['early_stop_top1'] = [r[f'early_stop_{t}_top1'] for t in range(1, 11)]
       res['ours_s5'] = _sparse(ex, v, 5, labels, segments)
+      _skimming_export(f'{out}/skimming_export', ex, v)
     stages.done(kind, f'video top-1 {r["avgpool_top1"]:.1f}%, mAP {r["avgpool_mAP"]:.1f}%')
   model = config.model  # the last job's (lstm): the sizes are shared by every skimming job
   size = skimming_cost.SkimmingSize(

@@ -93,17 +93,23 @@ def _window() -> np.ndarray:
   return np.pad(hann, (left, FFT - WINDOW - left)).astype(np.float32)
 
 
-def log_mel(segments: np.ndarray) -> np.ndarray:
-  """Unnormalised (..., 101, 40) log-mel of (..., 16000) float samples in [-1, 1]."""
-  segments = np.asarray(segments, np.float32)
+def log_mel(segments, xp=np):
+  """Unnormalised (..., 101, 40) log-mel of (..., 16000) float samples in [-1, 1].
+
+  `xp` is numpy (default) or `jax.numpy`: the feature-bank extractor computes the log-mel of
+  a video's 80 pairs inside its jitted student call (XLA's FFT: ~10x faster than numpy's on
+  2 cores); both agree within float32 round-off (tested).
+  """
+  segments = xp.asarray(segments, np.float32)
   if segments.shape[-1] != SEGMENT_SAMPLES:
     raise ValueError(f'log_mel: expected (..., {SEGMENT_SAMPLES}) samples, got {segments.shape}')
   pad = FFT // 2
-  padded = np.pad(segments, [(0, 0)] * (segments.ndim - 1) + [(pad, pad)])
+  padded = xp.pad(segments, [(0, 0)] * (segments.ndim - 1) + [(pad, pad)])
   starts = np.arange(NUM_AUDIO_FRAMES) * HOP
   frames = padded[..., starts[:, None] + np.arange(FFT)] * _window()
-  power = np.abs(np.fft.rfft(frames, FFT, axis=-1)).astype(np.float32) ** 2
-  return np.log(power @ _mel_weights() + LOG_OFFSET).astype(np.float32)
+  spectrum = xp.fft.rfft(frames, FFT, axis=-1)
+  power = spectrum.real.astype(np.float32) ** 2 + spectrum.imag.astype(np.float32) ** 2
+  return xp.log(power @ _mel_weights() + LOG_OFFSET).astype(np.float32)
 
 
 def normalise_frames(frames: np.ndarray) -> np.ndarray:
@@ -200,6 +206,15 @@ def bank_split(config, split: str) -> dict:
   return _banks(_bank_path(config, split))
 
 
+def num_picks(model_config) -> int:
+  """How many pairs a skimming model picks: `num_steps` (Skimming), `num_picks`
+  (NonRecurrentSkimming); 1 for the LSTM over every pair (its videos only need one)."""
+  for field in ('num_steps', 'num_picks'):
+    if field in model_config:
+      return int(model_config[field])
+  return 1
+
+
 def _bank_batch(config, data: dict, index: np.ndarray, rng: np.random.Generator | None) -> dict:
   from avsf_jax.tasks import skimming  # noqa: PLC0415 - the batching rule lives with the task
 
@@ -211,7 +226,7 @@ def _bank_batch(config, data: dict, index: np.ndarray, rng: np.random.Generator 
   batch = skimming.make_batch(
     videos,
     data['labels'][index],
-    num_steps=config.model.num_steps,
+    num_steps=num_picks(config.model),
     buckets=(skim.length,),
     **kwargs,
   )

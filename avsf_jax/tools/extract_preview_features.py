@@ -22,6 +22,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from avsf_jax import console, export
@@ -56,8 +57,19 @@ def pair_inputs(video: su.Video, hop_s: float, stats) -> dict[str, np.ndarray]:
   }
 
 
-def load_student(export_dir: str):
-  """(jitted features fn (inputs -> aux), the export's metadata) of a student export."""
+def pair_media_inputs(video: su.Video, hop_s: float) -> dict[str, np.ndarray]:
+  """`pair_inputs` before the log-mel: 'image' normalised, 'samples' (N, 16000) raw audio."""
+  frames, audio = su.pair_media(video, hop_s)
+  return {'image': ltl_data.normalise_frames(frames), 'samples': audio.astype(np.float32)}
+
+
+def load_student(export_dir: str, stats=None):
+  """(jitted features fn (inputs -> aux), the export's metadata) of a student export.
+
+  With `stats` (the log-mel's mean, std) the function takes `pair_media_inputs`' raw
+  'samples' instead of 'audio' and computes the normalised log-mel inside the jitted call
+  (`ltl_data.log_mel` on jax.numpy), which is what the extraction does.
+  """
   exported = export.load(export_dir)
   config = dict(exported.metadata['model_config'])
   if config.get('name') != 'imgaud':
@@ -70,6 +82,10 @@ def load_student(export_dir: str):
 
   @jax.jit
   def features(inputs):
+    if stats is not None:
+      mel = ltl_data.log_mel(inputs['samples'], xp=jnp)
+      audio = ((mel - stats[0]) / stats[1])[..., None]
+      inputs = {'image': inputs['image'], 'audio': audio}
     _, aux = model.apply(variables, inputs, train=False)
     return aux
 
@@ -82,7 +98,7 @@ def _write_atomic(path: str, **arrays) -> None:
   os.replace(tmp, path)
 
 
-def extract_split(args, split: str, per_class: int, features, stats) -> str | None:
+def extract_split(args, split: str, per_class: int, features) -> str | None:
   """Writes this process's parts of a split; merges them when all exist. Returns the merged
   file's path once written."""
   parts = os.path.join(args.out, 'parts', split)
@@ -94,7 +110,7 @@ def extract_split(args, split: str, per_class: int, features, stats) -> str | No
     if index % args.process_count != args.process_index or os.path.exists(path):
       continue
     video = su.video(name, seed, args.duration_s)
-    aux = jax.device_get(features(pair_inputs(video, args.hop_s, stats)))
+    aux = jax.device_get(features(pair_media_inputs(video, args.hop_s)))
     segment = su.segment_pairs(video.segment_start_s, video.segment_end_s, times)
     _write_atomic(
       path,
@@ -142,18 +158,18 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
   if not 0 <= args.process_index < args.process_count:
     parser.error(f'--process_index={args.process_index} not in [0, {args.process_count})')
-  features, metadata = load_student(args.student_export)
-  pre = metadata.get('preprocessing', {})
+  pre = export.load(args.student_export).metadata.get('preprocessing', {})
   if 'audio_mean' in pre:  # the statistics the student was trained with
     stats = (float(pre['audio_mean']), float(pre['audio_std']))
   else:
     stats = ltl_data.audio_statistics(args.data_seed)
+  features, _ = load_student(args.student_export, stats)
   per_class = {'train': args.train_per_class, 'val': args.val_per_class}
   written = {}
   for split in args.splits.split(','):
     if split not in per_class:
       parser.error(f'--splits: unknown split {split!r}; known: train, val')
-    written[split] = extract_split(args, split, per_class[split], features, stats)
+    written[split] = extract_split(args, split, per_class[split], features)
   print(json.dumps(written))
   return written
 

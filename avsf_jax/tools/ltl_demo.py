@@ -56,13 +56,35 @@ def _config(variant: str, scale: float, **overrides):
 def _train(config, workdir: str) -> tuple[dict, experiment_lib.Experiment, dict]:
   """Trains (or reuses) a job; returns (eval results, experiment, eval variables)."""
   results_path = os.path.join(workdir, 'eval_results.json')
+  ex = experiment_lib.Experiment(config)
+  if not jax.tree.leaves(ex.abstract_variables['batch_stats']):
+    results, variables = _train_in_memory(config, ex, results_path)
+    return results, ex, variables
   if not os.path.exists(results_path):
     train.train_and_evaluate(config, workdir)
   with open(results_path) as f:
     results = json.load(f)
-  ex = experiment_lib.Experiment(config)
   variables, _ = ex.restore(workdir)
   return results, ex, variables
+
+
+def _train_in_memory(config, ex, results_path: str) -> tuple[dict, dict]:
+  """The shared `train.Trainer` loop without checkpoints, for a model without BatchNorm (the
+  LSTM baseline): `train_and_evaluate`'s final checkpoint stores the evaluation's BN
+  statistics, and orbax refuses to save an empty tree ('Found empty item'). Same steps, same
+  batches, same jitted `train_step`; retrained on a rerun (seconds)."""
+  trainer = train.Trainer(config, experiment=ex)
+  state = trainer.initial_state()
+  batches = ex.train_batches(seed=config.seed)
+  for _ in range(trainer.total_steps):
+    state, _ = trainer.train_step(state, next(batches), trainer.train_rng)
+  variables = jax.device_get(state.variables())
+  results, _ = ex.evaluate(variables, multi_view=False)
+  results = {k: v for k, v in results.items() if np.ndim(v) == 0}
+  os.makedirs(os.path.dirname(results_path), exist_ok=True)
+  with open(results_path, 'w') as f:
+    json.dump({k: float(v) for k, v in results.items()}, f, indent=1, sort_keys=True)
+  return results, variables
 
 
 def write_student_export(output_dir, experiment, variables, *, overwrite: bool = False):
@@ -104,7 +126,48 @@ def _export(path: str, ex, variables) -> None:
   )
 
 
-def clip_stage(out: str, scale: float) -> dict:
+class Stages:
+  """Wall and CPU time per stage (printed as it ends; kept out of the results JSON, which
+  must be identical between runs). CPU time is the process's, all threads: on a machine
+  shared with other jobs it shows what a stage cost when wall time cannot."""
+
+  def __init__(self):
+    self.seconds: dict[str, float] = {}
+    self.cpu_seconds: dict[str, float] = {}
+    self._start, self._cpu = time.time(), time.process_time()
+
+  def done(self, name: str, summary: str) -> None:
+    now, cpu = time.time(), time.process_time()
+    self.seconds[name] = round(now - self._start, 1)
+    self.cpu_seconds[name] = round(cpu - self._cpu, 1)
+    self._start, self._cpu = now, cpu
+    print(
+      f'stage {name:20s} {self.seconds[name]:6.1f} s ({self.cpu_seconds[name]:6.1f} s CPU)  '
+      f'{summary}',
+      flush=True,
+    )
+
+
+def _skimming_export(path: str, ex, variables) -> None:
+  """The evaluation-ready skimming export: a video's banks ('image', 'audio', 'mask', padded
+  to `skim.length`) in, {'scores', 'indices'} out; the picks' time stamps are index x hop_s.
+  The banks come from the student export beside it (`finetune_export`)."""
+  if os.path.exists(path):
+    return
+  spec = ex.task.input_spec(train=False)
+  export.write(
+    path,
+    apply_fn=ex.task.export_function(ex.model),
+    variables={'params': variables['params'], 'batch_stats': variables['batch_stats']},
+    model_config=ex.config.model.to_dict(),
+    class_names=list(ex.info.class_names),
+    input_spec={k: list(v.shape) for k, v in spec.items() if k in ('image', 'audio', 'mask')},
+    preprocessing={'hop_s': 0.5, 'student_export': ex.config.skim.student_export},
+    extra_metadata={'task': ex.task.name},
+  )
+
+
+def clip_stage(out: str, scale: float, stages: Stages) -> dict:
   res = {}
   config = _config('demo_teacher', scale)
   r, ex, v = _train(config, f'{out}/teacher')
@@ -113,6 +176,7 @@ def clip_stage(out: str, scale: float) -> dict:
   res['teacher_top1'] = r['top1']
   video = {'video': np.zeros((1, 16, 48, 48, 3), np.float32)}
   res['teacher_gmacs_per_clip'] = stats.model_stats(ex.model, video)['gflops']
+  stages.done('teacher', f'held-out clip top-1 {r["top1"]:.1f}%')
   for job in ('distillation', 'distillation_image', 'distillation_audio'):
     config = _config(f'demo_{job}', scale, **{'distill.teacher_export': teacher_export})
     r, ex, v = _train(config, f'{out}/{job}')
@@ -122,6 +186,11 @@ def clip_stage(out: str, scale: float) -> dict:
     res[f'{job}_top1'] = r['top1']
     res[f'{job}_teacher_agreement'] = r['teacher_agreement']
     res[f'{job}_l1'] = r['l1']
+    stages.done(
+      job,
+      f'student clip top-1 {r["top1"]:.1f}%, agreement with the teacher '
+      f'{r["teacher_agreement"]:.1f}%, L1 {r["l1"]:.2f}',
+    )
   student = ltl_models.build(config.model.to_dict() | {'modalities': ('image', 'audio')})
   pair = {
     'image': np.zeros((1, 48, 48, 3), np.float32),
@@ -133,16 +202,18 @@ def clip_stage(out: str, scale: float) -> dict:
   r, ex, v = _train(config, f'{out}/finetune')
   _export(f'{out}/finetune_export', ex, v)
   res['finetune_top1'] = r['top1']
+  stages.done('finetune', f'fine-tuned student clip top-1 {r["top1"]:.1f}%')
   return res
 
 
-def skim_stage(out: str, scale: float, c_pair: float) -> dict:
+def skim_stage(out: str, scale: float, c_pair: float, stages: Stages) -> dict:
   banks = f'{out}/banks'
   for split in ('train', 'val'):
     if not os.path.exists(f'{banks}/{split}.npz'):
       extract_preview_features.main(
         [f'--student_export={out}/finetune_export', f'--out={banks}', f'--splits={split}']
       )
+  stages.done('banks', 'z^I, z^A, Psi of 80 pairs per video, train and val')
   res = {}
   common = {'skim.banks_dir': banks, 'skim.student_export': f'{out}/finetune_export'}
   val = feature_banks.load_banks(f'{banks}/val.npz')
@@ -158,8 +229,16 @@ def skim_stage(out: str, scale: float, c_pair: float) -> dict:
     if kind == 'skimming':
       res[name]['early_stop_top1'] = [r[f'early_stop_{t}_top1'] for t in range(1, 11)]
       res['ours_s5'] = _sparse(ex, v, 5, labels, segments)
+      _skimming_export(f'{out}/skimming_export', ex, v)
+    stages.done(kind, f'video top-1 {r["avgpool_top1"]:.1f}%, mAP {r["avgpool_mAP"]:.1f}%')
+  model = config.model  # the last job's (lstm): the sizes are shared by every skimming job
   size = skimming_cost.SkimmingSize(
-    hidden=256, key_dim=128, bank_dim=128, fusion_hidden=128, feature_dim=64, num_steps=10
+    hidden=model.hidden,
+    key_dim=_config('demo_skimming', scale).model.key_dim,
+    bank_dim=config.skim.image_dim,
+    fusion_hidden=model.fusion_hidden,
+    feature_dim=model.feature_dim,
+    num_steps=10,
   )
   res['ours']['gflops'] = skimming_cost.mean_over_videos(
     lambda n: skimming_cost.skimming_gmacs(n, c_pair, 1, size), lengths
@@ -173,7 +252,7 @@ def skim_stage(out: str, scale: float, c_pair: float) -> dict:
     )
   # The §4 selections with the fine-tuned student's Psi + FC_cls on each pair.
   params = export.load(f'{out}/finetune_export').variables['params']
-  fusion = skimming.Fusion(128, 64)
+  fusion = skimming.Fusion(size.fusion_hidden, size.feature_dim)
   pair_logits = [
     np.asarray(
       fusion.apply({'params': params['fusion']}, i, a) @ params['classifier']['kernel']
@@ -191,6 +270,7 @@ def skim_stage(out: str, scale: float, c_pair: float) -> dict:
         lambda n, m=name: skimming_cost.baseline_gmacs(m, n, c_pair, num_picks=10), lengths
       ),
     }
+  stages.done('baselines', 'the section 4 selections on the fine-tuned student')
   return res
 
 
@@ -210,6 +290,140 @@ def _sparse(ex, variables, factor, labels, segments) -> dict:
   }
 
 
+def bank_facts(path: str) -> dict:
+  """The validation videos' pairs per video and the fraction of them in the action segment
+  (the chance level of a pick's hit rate)."""
+  val = feature_banks.load_banks(path)
+  lengths = np.asarray([len(x) for x in val['image']], np.float64)
+  inside = np.asarray([end - start for start, end in val['segments']], np.float64)
+  return {
+    'videos': len(lengths),
+    'pairs_per_video': float(lengths.mean()),
+    'segment_fraction': float((inside / lengths).mean()),
+  }
+
+
+def _check(name: str, what: str, ok: bool, value: str) -> dict:
+  return {'check': name, 'what': what, 'pass': bool(ok), 'value': value}
+
+
+def acceptance(results: dict) -> list[dict]:
+  """Spec §8.3's A1-A6 on the demo's results: one row per check, none loosened.
+
+  "Within x points" is read one-sided (a variant may be better, not more than x worse);
+  "≈ 7.5 %" for UNIFORM / RANDOM's hit rate as within 3 points of the segment fraction (the
+  chance level: 7.5 % in spec §8.1, 15 % with the demo's 6-s segment).
+  """
+  c, k = results['clips'], results['skimming']
+  chance = results['banks']['segment_fraction']
+  ours, s5, dense, uni = k['ours'], k['ours_s5'], k['dense'], k['uniform']
+  es = ours['early_stop_top1']
+  rows = [
+    _check('A1', 'teacher clip top-1 >= 95', c['teacher_top1'] >= 95, f'{c["teacher_top1"]:.1f}'),
+    _check(
+      'A1',
+      'image+audio student >= 90 and >= teacher - 7',
+      c['distillation_top1'] >= 90 and c['distillation_top1'] >= c['teacher_top1'] - 7,
+      f'{c["distillation_top1"]:.1f} (teacher {c["teacher_top1"]:.1f})',
+    ),
+    _check(
+      'A1',
+      'image-only student <= 60',
+      c['distillation_image_top1'] <= 60,
+      f'{c["distillation_image_top1"]:.1f}',
+    ),
+    _check(
+      'A1',
+      'audio-only student <= 40',
+      c['distillation_audio_top1'] <= 40,
+      f'{c["distillation_audio_top1"]:.1f}',
+    ),
+    _check(
+      'A1',
+      'student pair cost <= teacher clip cost / 5',
+      c['student_gmacs_per_pair'] <= c['teacher_gmacs_per_clip'] / 5,
+      f'{c["student_gmacs_per_pair"]:.4f} vs {c["teacher_gmacs_per_clip"]:.4f} GMACs '
+      f'(1/{c["teacher_over_student"]:.1f})',
+    ),
+    _check(
+      'A2',
+      'Ours top-1 >= UNIFORM + 15 and >= DENSE + 5',
+      ours['top1'] >= uni['top1'] + 15 and ours['top1'] >= dense['top1'] + 5,
+      f'{ours["top1"]:.1f} (uniform {uni["top1"]:.1f}, dense {dense["top1"]:.1f})',
+    ),
+    _check(
+      'A2',
+      'Ours mAP >= DENSE mAP + 5',
+      ours['mAP'] >= dense['mAP'] + 5,
+      f'{ours["mAP"]:.1f} (dense {dense["mAP"]:.1f})',
+    ),
+    _check(
+      'A3',
+      '>= 50 % of Ours picks inside the segment',
+      ours['hit_rate'] >= 0.5,
+      f'{100 * ours["hit_rate"]:.1f} %',
+    ),
+    _check(
+      'A3',
+      'UNIFORM and RANDOM hit rates ~ segment fraction (3 points)',
+      all(abs(k[m]['hit_rate'] - chance) <= 0.03 for m in ('uniform', 'random')),
+      f'{100 * uni["hit_rate"]:.1f} / {100 * k["random"]["hit_rate"]:.1f} % '
+      f'(segment fraction {100 * chance:.1f} %)',
+    ),
+    _check(
+      'A4',
+      'Ours s=5 within 3 points of s=1 (top-1 and mAP)',
+      s5['top1'] >= ours['top1'] - 3 and s5['mAP'] >= ours['mAP'] - 3,
+      f'{s5["top1"]:.1f} / {s5["mAP"]:.1f} vs {ours["top1"]:.1f} / {ours["mAP"]:.1f}',
+    ),
+    _check(
+      'A4',
+      "Ours s=5 <= 25 % of DENSE's GFLOPs",
+      s5['gflops'] <= 0.25 * dense['gflops'],
+      f'{s5["gflops"]:.3f} vs {dense["gflops"]:.3f} ({100 * s5["gflops"] / dense["gflops"]:.0f} %)',
+    ),
+    _check(
+      'A5',
+      "early stop t'=3 within 5 points of t'=10",
+      es[2] >= es[9] - 5,
+      f'{es[2]:.1f} vs {es[9]:.1f}',
+    ),
+    _check(
+      'A6',
+      'NON-RECURRENT <= Ours (s=1)',
+      k['non_recurrent']['top1'] <= ours['top1'],
+      f'{k["non_recurrent"]["top1"]:.1f} vs {ours["top1"]:.1f}',
+    ),
+    _check(
+      'A6',
+      'Ours s=5 >= SCSAMPLER - 2 at <= 25 % of its GFLOPs',
+      s5['top1'] >= k['scsampler']['top1'] - 2 and s5['gflops'] <= 0.25 * k['scsampler']['gflops'],
+      f'{s5["top1"]:.1f} vs {k["scsampler"]["top1"]:.1f}, '
+      f'{100 * s5["gflops"] / k["scsampler"]["gflops"]:.0f} % of its GFLOPs',
+    ),
+    _check(
+      'A6',
+      'FRONT and END <= UNIFORM',
+      k['front']['top1'] <= uni['top1'] and k['end']['top1'] <= uni['top1'],
+      f'{k["front"]["top1"]:.1f} / {k["end"]["top1"]:.1f} vs {uni["top1"]:.1f}',
+    ),
+  ]
+  return rows
+
+
+def print_summary(results: dict) -> None:
+  print(f'{"method":16s} {"top-1":>6s} {"mAP":>6s} {"hits":>6s} {"GFLOPs":>8s}')
+  for name, r in results['skimming'].items():
+    print(
+      f'{name:16s} {r["top1"]:6.1f} {r["mAP"]:6.1f} {r.get("hit_rate", float("nan")):6.2f} '
+      f'{r["gflops"]:8.3f}'
+    )
+  print('acceptance (spec §8.3):')
+  for row in results['acceptance']:
+    verdict = 'pass' if row['pass'] else 'FAIL'
+    print(f'  {row["check"]} {verdict}  {row["what"]:52s} {row["value"]}')
+
+
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--out', required=True)
@@ -218,23 +432,37 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
   start = time.time()
   os.makedirs(args.out, exist_ok=True)
-  results = {'clips': clip_stage(args.out, args.scale)}
+  stages = Stages()
+  results = {'clips': clip_stage(args.out, args.scale, stages)}
   c_pair = results['clips']['student_gmacs_per_pair']
-  results['skimming'] = skim_stage(args.out, args.scale, c_pair)
+  results['skimming'] = skim_stage(args.out, args.scale, c_pair, stages)
+  results['banks'] = bank_facts(f'{args.out}/banks/val.npz')
+  results['acceptance'] = acceptance(results)
   with open(os.path.join(args.out, 'ltl_results.json'), 'w') as f:
     json.dump(results, f, indent=1, sort_keys=True)
   points = {k: (v['gflops'], v['mAP']) for k, v in results['skimming'].items()}
   skimming_plots.plot_accuracy_vs_gflops(
     points, os.path.join(args.out, 'accuracy_vs_gflops.png'), ours=('ours_s5', 'ours')
   )
-  print(json.dumps(results['clips'], indent=1, sort_keys=True))
-  print(f'{"method":16s} {"top-1":>6s} {"mAP":>6s} {"hits":>6s} {"GFLOPs":>8s}')
-  for name, r in results['skimming'].items():
-    print(
-      f'{name:16s} {r["top1"]:6.1f} {r["mAP"]:6.1f} {r.get("hit_rate", float("nan")):6.2f} '
-      f'{r["gflops"]:8.3f}'
+  stages.done('output', 'ltl_results.json, accuracy_vs_gflops.png')
+  print_summary(results)
+  wall = time.time() - start
+  with open(os.path.join(args.out, 'ltl_timing.json'), 'w') as f:
+    json.dump(
+      {
+        'stages_s': stages.seconds,
+        'stages_cpu_s': stages.cpu_seconds,
+        'wall_s': round(wall, 1),
+        'cpu_s': round(time.process_time(), 1),
+      },
+      f,
+      indent=1,
     )
-  print(f'{time.time() - start:.0f} s')
+  passed = sum(row['pass'] for row in results['acceptance'])
+  print(
+    f'{passed}/{len(results["acceptance"])} checks pass; wall {wall:.0f} s, '
+    f'CPU {time.process_time():.0f} s'
+  )
   return results
 
 

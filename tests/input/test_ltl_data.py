@@ -3,6 +3,7 @@
 import functools
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -103,6 +104,38 @@ def test_bank_batches_crop_to_the_configured_length_and_shift_segments(tmp_path)
     ltl_data.dataset_info(
       ml_collections.ConfigDict({'input': {'dataset': ltl_data.BANKS}, 'skim': {'banks_dir': ''}})
     )
+
+
+@pytest.mark.parametrize(
+  'model, picks', [({'num_picks': 4}, 4), ({'hidden': 8}, 1), ({'num_steps': 3}, 3)]
+)
+def test_bank_batches_serve_the_baselines_models(tmp_path, model, picks):
+  """NON-RECURRENT (num_picks) and LSTM (no picks) configs batch like Ours: videos shorter
+  than the picks repeat their last pair up to them."""
+  _write_banks(tmp_path, length=2)
+  config = ml_collections.ConfigDict(
+    {
+      'seed': 0,
+      'input': {'dataset': ltl_data.BANKS, 'batch_size': 2, 'eval_batch_size': 2},
+      'model': model,
+      'skim': {'banks_dir': str(tmp_path), 'length': 4, 'min_len': 2, 'max_len': 2},
+    }
+  )
+  assert ltl_data.num_picks(config.model) == picks
+  batch = next(ltl_data.make_train_iterator(config, seed=0))
+  assert batch['image'].shape == (2, 4, 3)
+  assert batch['mask'].sum(1).tolist() == [max(picks, 2)] * 2
+
+
+def test_log_mel_on_jax_numpy_equals_numpy():
+  """The extractor's jitted log-mel (XLA's FFT) against the numpy one, on 3 segments."""
+  rng = np.random.default_rng(1)
+  segments = (0.2 * rng.standard_normal((3, 16000))).astype(np.float32)
+  segments[1] *= 1e-3  # a quiet segment: small powers, where log is steep
+  ours = np.asarray(jax.jit(lambda x: ltl_data.log_mel(x, xp=jnp))(segments))
+  reference = ltl_data.log_mel(segments)
+  assert ours.shape == reference.shape == (3, 101, 40)
+  np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-4)
 
 
 @pytest.mark.slow  # builds, exports and runs a student on 8 short videos

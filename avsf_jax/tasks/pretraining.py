@@ -231,6 +231,7 @@ def pretext_metrics(predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
 
 PRETRAINING = {
   'rotation': True,  # the ROT head (False: AVS only)
+  'rotation_mode': 'one_per_clip',  # the tf.data rotation op's (input/pipeline.rotation_mode)
   'rotation_features': 'visual',  # 'visual' (Slow + Fast pool5) or 'all' (with Audio)
   'rotation_weight': 1.0,
   'avs_weight': 1.0,

@@ -71,8 +71,8 @@ def _pretraining(config, variant: str, instantiation: str) -> None:
   if audio:  # [assumption] DropPathway 0.8, scope 'laterals': audio still reaches the AVS heads
     config.model.drop_pathway_rate = 0.8
     config.model.drop_pathway_scope = 'laterals'
-  # Rotation in the tf.data pipeline (input/rotation.py), after the crop and the flip; the
-  # pipeline hook is wired by the lead (see docs/self_supervised.md).
+  # With the ROT head, the tf.data pipeline rotates Slow and Fast by one k after the crop and
+  # the flip (`input/pipeline.rotation_mode`, `input/rotation.py`; 'one_per_clip').
   config.evals.every_epochs = 0.0
 
 

@@ -8,6 +8,8 @@ split, for two steps, with the stub backbone of `tests/ssl/helpers.py`.
 
 import json
 
+import pytest
+
 from avsf_jax import models
 from avsf_jax.tools import demo_ssl
 from tests.ssl import helpers as ssl_helpers
@@ -39,6 +41,7 @@ def _stub(model_config):
   return Stub(num_classes=model_config.num_classes, pathways=tuple(model_config.pathways))
 
 
+@pytest.mark.slow  # two whole demo runs (12 compiles, 36 clips rendered): ~30 s on 2 busy cores
 def test_two_runs_write_identical_tables(tmp_path, monkeypatch):
   monkeypatch.setenv('AVSF_DATA_DIR', str(tmp_path / 'data'))
   monkeypatch.setattr(demo_ssl, '_config', _tiny(demo_ssl._config))

@@ -71,8 +71,8 @@ def _pretraining(config, variant: str, instantiation: str) -> None:
   if audio:  # [assumption] DropPathway 0.8, scope 'laterals': audio still reaches the AVS heads
     config.model.drop_pathway_rate = 0.8
     config.model.drop_pathway_scope = 'laterals'
-  # Rotation in the tf.data pipeline (input/rotation.py), after the crop and the flip; the
-  # pipeline hook is wired by the lead (see docs/self_supervised.md).
+  # With the ROT head, the tf.data pipeline rotates Slow and Fast by one k after the crop and
+  # the flip (`input/pipeline.rotation_mode`, `input/rotation.py`; 'one_per_clip').
   config.evals.every_epochs = 0.0
 
 
@@ -114,8 +114,8 @@ def demo_model(config, audio: bool = True) -> None:
   config.model.num_classes = 12
   config.model.alpha = 2
   config.model.dropout_rate = 0.0
-  if audio:
-    config.model.drop_pathway_rate = 0.5
+  if audio:  # spec 1.3: P_d 0.8, scope 'laterals' (res4 and pool5 AVS count when it drops)
+    config.model.drop_pathway_rate = 0.8
     config.model.drop_pathway_scope = 'laterals'
   config.input.dataset = 'synthetic_av_sync_np'
   config.input.num_frames, config.input.tau = 4, 8
@@ -131,7 +131,7 @@ def demo_model(config, audio: bool = True) -> None:
   config.logging.every_steps = 50
 
 
-DEMO_PRETRAIN_EPOCHS = 10.0  # x 30 steps an epoch (480 clips / 16) = 300 steps
+DEMO_PRETRAIN_EPOCHS = 20.0  # x 30 steps an epoch (480 clips / 16) = 600 steps
 
 
 def _demo(config, variant: str) -> None:
@@ -163,7 +163,7 @@ def _demo(config, variant: str) -> None:
     config.optim.weight_decay = 0.0
   else:  # demo_finetune: the supervised upper bound, from `init_from` (ROT + AVS)
     config.task = 'classification'
-    config.optim.num_epochs = 8.0
+    config.optim.num_epochs = 16.0
     config.optim.base_lr = 0.05
 
 

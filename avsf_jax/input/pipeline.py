@@ -19,7 +19,7 @@ from array_record.python import array_record_data_source
 from avsf_jax import mesh
 from avsf_jax.input import audio as audio_lib
 from avsf_jax.input import info as info_lib
-from avsf_jax.input import ops
+from avsf_jax.input import ops, rotation
 from avsf_jax.input.prepare import builders
 
 _TRAIN_SEED_TAG, _EVAL_TAG = 1, 2
@@ -189,6 +189,27 @@ def _example_seed(seed: int, epoch, index):
   return tf.random.experimental.stateless_fold_in(key, index)
 
 
+def rotation_mode(config) -> str | None:
+  """The ROT pretext's rotation of training clips (self-supervised spec 1.2), or None.
+
+  On for `config.task == 'pretraining'` with a ROT head (`config.pretraining.rotation`, True
+  unless set, as `tasks.pretraining.PRETRAINING`); the mode is `pretraining.rotation_mode`.
+  Only 'one_per_clip' is supported here: 'all_four' needs the batch to be formed from 4-example
+  groups and easy negatives rolled by 4 (`rotation.all_rotations`).
+  """
+  if config.get('task') != 'pretraining':
+    return None
+  section = dict(config.get('pretraining') or {})
+  if not section.get('rotation', True):
+    return None
+  mode = section.get('rotation_mode', 'one_per_clip')
+  if mode != 'one_per_clip':
+    raise ValueError(
+      f"config.pretraining.rotation_mode={mode!r}: the tf.data pipeline supports 'one_per_clip'"
+    )
+  return mode
+
+
 def _train_example(features, seed, config, builder, reader) -> dict:
   inp, aud = config.input, config.audio
   pathways = tuple(config.model.pathways)
@@ -218,6 +239,9 @@ def _train_example(features, seed, config, builder, reader) -> dict:
         out['slow'] = tf.gather(video, slow_pos)
     else:
       out['slow'] = video
+    mode = rotation_mode(config)
+    if mode:  # after the crop and the flip; the same k for Slow and Fast
+      out = rotation.apply(out, seed, mode)
   if 'audio' in pathways:
     features, num_samples = ops.audio_window(features, sample_rate=aud.sample_rate, **geometry)
     min_shift = int(round(inp.min_negative_shift * aud.sample_rate))

@@ -85,8 +85,10 @@ def pretext_objective(
   avs: Mapping[str, Mapping[str, jax.Array]],
   pair_mask: jax.Array | None,
   settings: PretrainingSettings,
+  junction_weights: Mapping[str, jax.Array] | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """L_ROT (when there is a rotation head) + sum of L_AVS over the junctions in `avs`."""
+  """L_ROT (when there is a rotation head) + sum of L_AVS over the junctions in `avs`, each
+  junction's pairs gated by `junction_weights` (`losses.avs_junction_weights`; None: all)."""
   total = jnp.zeros((), jnp.float32)
   metrics = {}
   if rotation_logits is not None:
@@ -102,11 +104,24 @@ def pretext_objective(
       margin=settings.avs_margin,
       pair_mask=pair_mask,
       duplicate_distance=settings.avs_duplicate_distance,
+      junction_weights=junction_weights,
     )
     metrics.update(avs_metrics, avs_loss=avs_loss)
     total = total + settings.avs_weight * avs_loss
   metrics['loss'] = total
   return total, metrics
+
+
+def _fusion_junctions(backbone) -> tuple[str, ...]:
+  return tuple(getattr(backbone, 'audio_fusion_junctions', ()))
+
+
+def ranking_backbone(backbone):
+  """The backbone as the pool5 AVS loss trains it: the audio->visual laterals off (DropPathway's
+  dropped state) and only the pool5 projections; it reads the same variables."""
+  if not _fusion_junctions(backbone):
+    return backbone
+  return backbone.clone(audio_fusion_junctions=(), avs_junctions=(RANKING_JUNCTION,))
 
 
 def _uses_avs(backbone) -> bool:
@@ -154,8 +169,16 @@ def pretraining_loss(
     rngs={'dropout': dropout_rng, 'drop_pathway': drop_pathway_rng},
     mutable=['batch_stats'],
   )
+  weights = None
+  if aux['avs']:
+    # As in supervised training (spec 1.3): junctions after the first audio fusion see visual
+    # features that already hold the positive audio, so they count only where DropPathway
+    # dropped the audio->visual laterals; otherwise synchrony is read off the fused audio.
+    weights = losses.avs_junction_weights(
+      aux['avs'], aux['drop_pathway_keep'], _fusion_junctions(model.backbone)
+    )
   loss, metrics = pretext_objective(
-    rotation_logits, batch.get('rotation'), aux['avs'], pair_mask, settings
+    rotation_logits, batch.get('rotation'), aux['avs'], pair_mask, settings, weights
   )
   if pair_mask is not None:
     metrics['avs_pairs'] = jnp.mean(pair_mask)
@@ -172,13 +195,23 @@ def pretext_predictions(
 ) -> dict[str, jax.Array]:
   """Per-example held-out outputs (eval mode): rotation logits and labels, and the pool5
   distances d(v, a+), d(v, a_hard) (the batch's `audio_negative`) and d(v, a_easy) (the next
-  clip's audio, rolled over the batch), with masks of where each comparison is valid."""
+  clip's audio, rolled over the batch), with masks of where each comparison is valid.
+
+  The distances come from `ranking_backbone`: with the audio->visual laterals on, the visual
+  pool5 features would hold the positive audio itself, and the loss trains pool5 only where
+  DropPathway turned them off.
+  """
   batch = pretext_batch(batch)
   inputs = {p: batch[p] for p in model.backbone.pathways}
   avs = _uses_avs(model.backbone)
+  rotation_logits, aux = None, None
+  if model.rotation or not avs:
+    rotation_logits, aux = model.apply(variables, inputs, train=False)
   if avs:
-    inputs['audio_negative'] = batch['audio_negative']
-  rotation_logits, aux = model.apply(variables, inputs, train=False)
+    ranking = model.clone(backbone=ranking_backbone(model.backbone))
+    _, aux = ranking.apply(
+      variables, {**inputs, 'audio_negative': batch['audio_negative']}, train=False
+    )
   n = batch[model.backbone.pathways[0]].shape[0]
   valid = batch.get('_mask', jnp.ones((n,), jnp.float32)).astype(jnp.float32)
   out = {'valid': valid}
@@ -231,6 +264,7 @@ def pretext_metrics(predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
 
 PRETRAINING = {
   'rotation': True,  # the ROT head (False: AVS only)
+  'rotation_mode': 'one_per_clip',  # the tf.data rotation op's (input/pipeline.rotation_mode)
   'rotation_features': 'visual',  # 'visual' (Slow + Fast pool5) or 'all' (with Audio)
   'rotation_weight': 1.0,
   'avs_weight': 1.0,

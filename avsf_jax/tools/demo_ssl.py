@@ -98,7 +98,7 @@ def _probe_config(pretext_config):
   config = pretext_config.copy_and_resolve_references()
   config.task = 'linear_probe'
   config.input.train_split, config.input.eval_split = 'train', 'test'
-  config.sync_data = {'rotation': 'none'}
+  config.sync_data = {**dict(config.get('sync_data') or {}), 'rotation': 'none'}
   return config
 
 
@@ -322,6 +322,9 @@ def run(output: str) -> dict:
 
 def main(argv):
   del argv
+  # The 'rbg' generator: XLA's RngBitGenerator compiles in seconds on CPU, where the threefry
+  # draws of `init` (one per parameter) take about 30 s per model. Still keyed by the seed.
+  jax.config.update('jax_default_prng_impl', FLAGS.prng)
   if FLAGS.compilation_cache:
     # Compiled programs are cached across runs (results do not depend on it).
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(FLAGS.compilation_cache))
@@ -331,6 +334,7 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.DEFINE_string('output', 'demo_run/ssl', 'Directory of the table, plot and export.')
+  flags.DEFINE_string('prng', 'rbg', "JAX's default PRNG implementation for this run.")
   flags.DEFINE_string(
     'compilation_cache', '~/.cache/avsf_jax/jax_cache', 'JAX compilation cache ("" for none).'
   )

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from avsf_jax.input import ops, rotation
+from avsf_jax import config_lib
+from avsf_jax.input import ops, pipeline, rotation
+from avsf_jax.tasks import pretraining
 
 ALPHA, NUM_FAST, SIZE = 4, 8, 6
 
@@ -92,3 +94,55 @@ def test_all_four_mode_stacks_every_rotation_for_unbatch():
     rotation.apply(example, _seed(0), 'sometimes')
   with pytest.raises(KeyError, match='visual'):
     rotation.rotate_clip({'audio': example['audio']}, _seed(0))
+
+
+def _pipeline_config(data_dir, **pretraining):
+  """A tiny Kinetics training stream (as tests/input/test_pipeline.py's), as a pretraining task
+  when `pretraining` fields are given."""
+  config = config_lib.base_config()
+  config.input.update(
+    {
+      'dataset': 'kinetics400',
+      'data_dir': data_dir,
+      'num_frames': 2,
+      'tau': 4,
+      'crop_size': 32,
+      'jitter_scales': (36, 44),
+      'batch_size': 4,
+    }
+  )
+  config.model.alpha = 2
+  config.audio.num_frames = 16
+  if pretraining:
+    config.task = 'pretraining'
+    config.pretraining = pretraining
+  return config
+
+
+def test_pipeline_rotates_pretraining_clips_after_the_crop(kinetics_prepared):
+  """The tf.data hook: with the ROT head, each training clip is the plain stream's clip turned
+  by `rotation` quarter turns (np.rot90 over H, W), Slow and Fast alike; every other key is the
+  plain stream's. AVS only and classification streams are not rotated."""
+  data_dir = kinetics_prepared[0]
+  plain = pipeline.make_train_iterator(_pipeline_config(data_dir), seed=0)
+  rotated = pipeline.make_train_iterator(_pipeline_config(data_dir, rotation=True), seed=0)
+  ks = []
+  for _ in range(2):
+    a, b = next(plain), next(rotated)
+    assert set(b) == set(a) | {'rotation'} and b['rotation'].dtype == np.int32
+    for i, k in enumerate(b['rotation']):
+      for key in ('slow', 'fast'):
+        np.testing.assert_array_equal(b[key][i], np.rot90(a[key][i], k, axes=(1, 2)))
+    for key in set(a) - {'slow', 'fast'}:
+      np.testing.assert_array_equal(b[key], a[key])
+    ks.extend(int(k) for k in b['rotation'])
+  assert len(set(ks)) > 1 and set(ks) <= {0, 1, 2, 3}
+  assert pipeline.rotation_mode(_pipeline_config(data_dir, rotation=False)) is None
+  assert pipeline.rotation_mode(_pipeline_config(data_dir)) is None
+  # The default follows the task's section: a pretraining config without it has the ROT head.
+  assert pretraining.PRETRAINING['rotation'] is True
+  assert pipeline.rotation_mode(_pipeline_config(data_dir, rotation_mode='one_per_clip')) == (
+    'one_per_clip'
+  )
+  with pytest.raises(ValueError, match=r"rotation_mode='all_four'.*one_per_clip"):
+    pipeline.rotation_mode(_pipeline_config(data_dir, rotation_mode='all_four'))

@@ -132,3 +132,75 @@ def test_predictions_rank_hard_and_easy_negatives_consistently(pretext):
   out = predict(variables, silent)
   np.testing.assert_array_equal(out['easy_valid'], [1, 0, 0, 1])  # clip 2's negative is clip 1
   np.testing.assert_array_equal(out['hard_valid'], [1, 0, 1, 1])
+
+
+class FusedStub(helpers.StubBackbone):
+  """The stub, declaring an audio fusion at res3 (its `drop_pathway_keep` is 1: audio fused)."""
+
+  audio_fusion_junctions: tuple = ('res3',)
+
+
+def test_junctions_after_the_first_fusion_count_only_when_drop_pathway_drops():
+  """Spec 1.3 / the supervised loss: with audio fused at res3 and DropPathway keeping it, the
+  pool5 pairs (whose visual side holds the positive audio) are out of the loss; res3 stays."""
+  v = jnp.array([[0.5, 0.0], [0.0, 0.5]])
+  pair = {'visual': v, 'audio': v, 'audio_negative': v[::-1]}
+  avs = {'res3': pair, 'pool5': pair}
+  one = 0.5 * (0.99 - math.sqrt(0.5)) ** 2
+  settings = pretraining.PretrainingSettings()
+  loss, _ = pretraining.pretext_objective(None, None, avs, None, settings)
+  assert float(loss) == pytest.approx(2 * one, rel=1e-5)
+  weights = {'res3': jnp.ones(()), 'pool5': jnp.zeros(())}
+  loss, _ = pretraining.pretext_objective(None, None, avs, None, settings, weights)
+  assert float(loss) == pytest.approx(one, rel=1e-5)
+  # Through the training loss: the fused stub keeps audio, so pool5 is gated off.
+  batch = helpers.batch(n=4)
+  inputs = {k: batch[k] for k in ('slow', 'fast', 'audio')}
+  out = {}
+  for backbone in (helpers.StubBackbone(), FusedStub()):
+    model = rotation_head.PretextModel(backbone=backbone, rotation=False)
+    variables = helpers.random_variables(model, inputs)  # the same values for both
+    value, (_, metrics) = pretraining.pretraining_loss(
+      model,
+      variables['params'],
+      variables['batch_stats'],
+      batch,
+      jax.random.key(1),
+      jnp.asarray(0),
+      settings=settings,
+    )
+    out[type(backbone).__name__] = float(value), {k: float(v) for k, v in metrics.items()}
+  plain, plain_metrics = out['StubBackbone']
+  fused, fused_metrics = out['FusedStub']
+  assert plain_metrics['avs_loss_pool5'] > 0.0 and fused_metrics['avs_loss_pool5'] == 0.0
+  assert fused_metrics['avs_loss_res3'] == pytest.approx(plain_metrics['avs_loss_res3'])
+  assert plain == pytest.approx(
+    plain_metrics['avs_loss_res3'] + plain_metrics['avs_loss_pool5'], rel=1e-5
+  )
+  assert fused == pytest.approx(plain_metrics['avs_loss_res3'], rel=1e-5)
+
+
+def test_sync_ranking_reads_pool5_with_the_audio_laterals_off():
+  """The held-out ranking runs the backbone as the pool5 loss trains it: no audio fusion, only
+  the pool5 projections, on the same variables (traced, not compiled)."""
+  backbone = helpers.tiny_backbone(
+    audio_fusion='a_fs', audio_fusion_junctions=('res3', 'res4'), avs_inputs='fusion'
+  )
+  ranking = pretraining.ranking_backbone(backbone)
+  assert ranking.audio_fusion_junctions == () and ranking.avs_junctions == ('pool5',)
+  stub = helpers.StubBackbone()
+  assert pretraining.ranking_backbone(stub) is stub
+  model = rotation_head.PretextModel(backbone=backbone)
+  batch = helpers.batch(n=4)
+  variables = helpers.random_variables(model, {k: batch[k] for k in ('slow', 'fast', 'audio')})
+  out = jax.eval_shape(functools.partial(pretraining.pretext_predictions, model), variables, batch)
+  assert {k: v.shape for k, v in out.items()} == {
+    'valid': (4,),
+    'rotation_logits': (4, 4),
+    'rotation': (4,),
+    'd_positive': (4,),
+    'd_hard': (4,),
+    'd_easy': (4,),
+    'hard_valid': (4,),
+    'easy_valid': (4,),
+  }

@@ -68,8 +68,9 @@ def test_pretraining_settings_follow_the_curriculum_and_the_config():
   config = _config('demo_avs_rot')
   task = pretraining.Pretraining(config, INFO)
   settings = task.settings()
-  # 10 epochs of 480 clips at batch 16 = 300 steps; hard negatives from step 150.
-  assert settings.hard_from_step == 150
+  # Epochs of 480 clips at batch 16 (30 steps each); hard negatives from half the steps.
+  steps = config.optim.num_epochs * 30
+  assert steps == int(steps) and settings.hard_from_step == round(steps / 2)
   assert settings.negative_group == 16 // jax.device_count()
   assert (settings.avs_hard_fraction, settings.rotation_weight, settings.avs_weight) == (
     0.25,

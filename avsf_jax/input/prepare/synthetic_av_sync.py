@@ -41,6 +41,7 @@ CLASS_NAMES = tuple(f'{c}_{r}' for c in COLOURS for r in RATES)
 SPLITS = {'pretrain': 40, 'train': 20, 'test': 10}  # clips per class
 WIDTH, HEIGHT, DURATION_S = synthetic.WIDTH, synthetic.HEIGHT, synthetic.DURATION_S
 GROUND_ROWS = 10
+SQUARE_SIDES = (24, 32)  # pixels at 112 x 80, inclusive (one drawn per clip)
 FLASH_FRAMES = 5  # >= one Fast frame stride (4 frames at 30 fps in the demo)
 # Spec 5.2 says 0.2 s; at 24 and 25 fps that lets two 5-frame flashes touch and read as one.
 # 0.25 s = 6 frames at 24 fps leaves at least one unflashed frame between events at every rate.
@@ -150,7 +151,7 @@ def _plan(class_name: str, seed: int) -> tuple[_Plan, np.random.Generator]:
   fps = int(rng.choice(_FRAME_RATES))
   sample_rate = int(rng.choice(_SAMPLE_RATES))
   channels = int(rng.integers(1, 3))
-  side = int(rng.integers(12, 17))
+  side = int(rng.integers(SQUARE_SIDES[0], SQUARE_SIDES[1] + 1))
   pitch = float(rng.uniform(*PITCH_RANGE_HZ))
   x0 = float(rng.uniform(0, WIDTH - side))
   drift = float(rng.uniform(-12.0, 12.0))  # pixels per second, horizontal

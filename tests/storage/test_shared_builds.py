@@ -58,7 +58,8 @@ def test_two_processes_on_an_empty_cache_build_it_once_and_both_finish(tmp_path,
   # the dataset prepared.
   assert sum(t.count('synthetic_av: preparing it in') for t in texts) == 1
   assert sum(t.count('synthetic_av: generating mp4 files') for t in texts) == 1
-  builder, waiter = texts if 'preparing it in' in texts[0] else texts[::-1]
+  # ('another process is preparing it in' also contains 'preparing it in'.)
+  builder, waiter = texts if 'synthetic_av: preparing it in' in texts[0] else texts[::-1]
   lock = f'(lock {data_dir}/synthetic_av/ss320/1.1.0.lock)'
   assert 'another process is preparing it' in waiter and lock in waiter, waiter[-2000:]
   assert 'another process' not in builder

@@ -191,6 +191,18 @@ class Detection(base.Task):
     outputs['keys'] = np.asarray(keys)
     return results, outputs
 
+  def export_predict(self, loaded):
+    """A `predict_fn(variables, batch)` for `evaluate` that runs a loaded export
+    (`export.load`): the batch's input keys in, `{'scores': (N, M, classes)}` out (detection
+    batches have no views axis, so classification's reshape does not apply)."""
+
+    def predict(variables, batch):
+      del variables  # the export carries its own
+      inputs = {k: np.asarray(batch[k]) for k in loaded.input_spec}
+      return {'scores': np.asarray(loaded.predict(inputs))}
+
+    return predict
+
   def export_function(self, model):
     """`predict(clip, boxes[, audio])`: per-box sigmoid scores (N, M, classes)."""
 

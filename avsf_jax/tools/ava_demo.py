@@ -84,13 +84,7 @@ def run_variant(
   reference, ref_outputs = ex.evaluate(variables, multi_view=False)
   path = os.path.join(output, f'{variant}_export')
   export.write_experiment(path, ex, jax.device_get(variables), overwrite=True)
-  loaded = export.load(path)
-
-  def predict(variables, batch):
-    del variables
-    inputs = {k: np.asarray(batch[k]) for k in loaded.input_spec}
-    return {'scores': np.asarray(loaded.predict(inputs))}
-
+  predict = ex.task.export_predict(export.load(path))
   exported, exp_outputs = ex.task.evaluate(predict, None, ex.eval_batches(multi_view=False))
   out['export'] = exported
   out['export_max_abs_score_diff'] = float(

@@ -198,6 +198,9 @@ def test_predict_scores_and_export_round_trip(tmp_path):
   loaded = export.load(path)
   assert set(loaded.input_spec) == {'slow', 'fast', 'audio', 'boxes'}
   np.testing.assert_array_equal(np.asarray(loaded.predict(inputs)), np.asarray(ours))
+  # The evaluator's view of the export: the batch's extra keys are ignored.
+  predicted = task.export_predict(loaded)(None, {**inputs, 'box_mask': np.ones((2, 3), bool)})
+  np.testing.assert_array_equal(predicted['scores'], np.asarray(ours))
 
 
 def _eval_batch(scores):

@@ -5,6 +5,9 @@ Variants:
   avslowfast_4x16     AVSlowFast 4x16 R50 detector (25.4 / 25.9), audio pool5 to every box
   slowfast_8x8_r101   SlowFast 8x8 R101 + NL detector (26.3 / 27.4)
   avslowfast_8x8_r101 AVSlowFast 8x8 R101 + NL detector (27.8 / 28.6)
+  slowfast_32x2_r101_50_50  PySlowFast zoo SLOWFAST_32x2_R101_50_50 (K600, v2.2: 29.1): the
+                      8x8 R101 + NL detector with the c2 configs' legacy RoIAlign
+                      (aligned False), for converted weights (`interop.ava_convert`)
   demo                SlowFast at demo scale on `synthetic_ava` (CPU, spec 7.2)
   demo_avslowfast     AVSlowFast at demo scale on `synthetic_ava`
 
@@ -24,6 +27,7 @@ VARIANTS = (
   'avslowfast_4x16',
   'slowfast_8x8_r101',
   'avslowfast_8x8_r101',
+  'slowfast_32x2_r101_50_50',
   'demo',
   'demo_avslowfast',
 )
@@ -64,6 +68,9 @@ def get_config(arg=None):
   config.detection = detection_config()
   if variant.startswith('demo'):
     return _demo(config, variant)
+  zoo = variant == 'slowfast_32x2_r101_50_50'
+  if zoo:
+    variant = 'slowfast_8x8_r101'  # 32 Fast frames at stride 2 = 8 Slow frames at stride 8
   depth = 101 if variant.endswith('r101') else 50
   preset = variant.removesuffix('_r101')
   config_lib.apply_preset(config, preset, depth=depth)
@@ -93,6 +100,9 @@ def get_config(arg=None):
     config.optim.decay_epochs = (48.0, 58.0)
   config.evals.precise_bn_batches = 0  # PySlowFast trains BN and keeps the running averages
   config.evals.every_epochs = 0.0
+  if zoo:
+    # PySlowFast configs/AVA/c2/SLOWFAST_32x2_R101_50_50.yaml: ALIGNED False, test side 256.
+    config.model.roi_aligned = False
   return config
 
 

@@ -5,6 +5,9 @@ Variants:
   avslowfast_4x16     AVSlowFast 4x16 R50 detector (25.4 / 25.9), audio pool5 to every box
   slowfast_8x8_r101   SlowFast 8x8 R101 + NL detector (26.3 / 27.4)
   avslowfast_8x8_r101 AVSlowFast 8x8 R101 + NL detector (27.8 / 28.6)
+  slowfast_32x2_r101_50_50  PySlowFast zoo SLOWFAST_32x2_R101_50_50 (K600, v2.2: 29.1): the
+                      8x8 R101 + NL detector with the c2 configs' legacy RoIAlign
+                      (aligned False), for converted weights (`interop.ava_convert`)
   demo                SlowFast at demo scale on `synthetic_ava` (CPU, spec 7.2)
   demo_avslowfast     AVSlowFast at demo scale on `synthetic_ava`
 
@@ -24,6 +27,7 @@ VARIANTS = (
   'avslowfast_4x16',
   'slowfast_8x8_r101',
   'avslowfast_8x8_r101',
+  'slowfast_32x2_r101_50_50',
   'demo',
   'demo_avslowfast',
 )
@@ -37,6 +41,7 @@ def detection_config() -> ml_collections.ConfigDict:
       'eval_boxes': 'detector',  # 'gt' (oracle) or 'detector' (person detections)
       'score_threshold': 0.8,  # detector boxes kept at evaluation (SlowFast §5)
       'files': {},  # overrides of input.ava_pipeline.FILES
+      'init_rng_impl': 'default',  # 'rbg': parameters drawn with XLA's RngBitGenerator
     }
   )
 
@@ -63,6 +68,9 @@ def get_config(arg=None):
   config.detection = detection_config()
   if variant.startswith('demo'):
     return _demo(config, variant)
+  zoo = variant == 'slowfast_32x2_r101_50_50'
+  if zoo:
+    variant = 'slowfast_8x8_r101'  # 32 Fast frames at stride 2 = 8 Slow frames at stride 8
   depth = 101 if variant.endswith('r101') else 50
   preset = variant.removesuffix('_r101')
   config_lib.apply_preset(config, preset, depth=depth)
@@ -92,12 +100,25 @@ def get_config(arg=None):
     config.optim.decay_epochs = (48.0, 58.0)
   config.evals.precise_bn_batches = 0  # PySlowFast trains BN and keeps the running averages
   config.evals.every_epochs = 0.0
+  if zoo:
+    # PySlowFast configs/AVA/c2/SLOWFAST_32x2_R101_50_50.yaml: ALIGNED False, test side 256.
+    config.model.roi_aligned = False
   return config
 
 
+# The demo's schedule (spec 7.2 asks 600 steps of 16 at 96 px; see `_demo` for why less).
+DEMO_STEPS = 600
+DEMO_TRAIN_KEYFRAMES = 296  # synthetic_ava: 8 videos x 37 keyframes
+
+
 def _demo(config, variant: str):
-  """Spec 7.2 at a scale that trains on 2 CPU cores: depth 14, slow width 8, T = 4, tau = 8,
-  alpha = 2, res5 stride 1 / dilation 2, 96-px crops, full 96 x 128 test frames."""
+  """Spec 7.2 at a scale that trains both variants within `make demo-ava`'s 6 minutes on 2 CPU
+  cores: depth 14, slow width 8, T = 4, tau = 8, alpha = 2, res5 stride 1 / dilation 2.
+
+  Deviation from 7.2, for the time budget: the 96 x 128 frames are scaled by 2/3 (64-px crops
+  of a 64-72 short side in training, the full 64 x 85 frame at test; res5 maps 4 x 4 and
+  4 x 6), and `DEMO_STEPS` steps of 8 clips instead of 600 of 16 (docs/ava.md: measurements).
+  """
   audio = variant == 'demo_avslowfast'
   config_lib.apply_preset(config, 'avslowfast_4x16' if audio else 'slowfast_4x16', depth=14)
   _detector_model(config)
@@ -110,24 +131,26 @@ def _demo(config, variant: str):
     config.model.drop_pathway_rate = 0.5
   config.input.num_frames = 4
   config.input.tau = 8
-  config.input.crop_size = 96
-  config.input.jitter_scales = (96, 112)
-  config.input.test_short_side = 96
+  config.input.crop_size = 64
+  config.input.jitter_scales = (64, 72)
+  config.input.test_short_side = 64
   config.input.flip = True
-  config.input.batch_size = 16
-  config.input.eval_batch_size = 16
   config.audio.num_frames = 32
   config.audio.num_mel_bins = 40
-  config.detection.test_size = (96, 128)
-  config.detection.max_boxes = 4
-  # 296 training keyframes: 18.5 steps an epoch; 600 steps ~ 32.4 epochs.
-  config.optim.num_epochs = 600 * 16 / 296
+  config.detection.test_size = (64, 85)
+  # 1-3 actors and 0-2 false detections: up to 5 boxes at score threshold 0.
+  config.detection.max_boxes = 5
+  config.detection.init_rng_impl = 'rbg'  # the init compiles in seconds, not ~17 s
+  # Batch 8 (not 16): half the step time, and more steps help a from-scratch model more.
+  config.input.batch_size = 8
+  config.input.eval_batch_size = 16
+  config.optim.num_epochs = DEMO_STEPS * config.input.batch_size / DEMO_TRAIN_KEYFRAMES
   config.optim.warmup_epochs = 2.0
-  config.optim.base_lr = 0.1
-  config.optim.base_batch_size = 16
+  config.optim.base_lr = 0.2
+  config.optim.base_batch_size = 16  # peak 0.1 at batch 8
   config.optim.weight_decay = 1e-5
   config.evals.every_epochs = 0.0
   config.evals.precise_bn_batches = 0
-  config.checkpoint.every_steps = 300
+  config.checkpoint.every_steps = 0
   config.logging.every_steps = 50
   return config

@@ -17,10 +17,11 @@ An example is a keyframe with at least one box (spec 1.1):
 - evaluation: every non-excluded keyframe with GT; boxes are the GT boxes
   (`detection.eval_boxes='gt'`) or the detector's with score >= `detection.score_threshold`
   ('detector'); full frame at short side `test_short_side`.
-Boxes are padded to `detection.max_boxes` with `box_mask`. Batch keys: 'slow', 'fast'
-(N, T, H, W, 3) normalised, 'audio' (N, frames, mel, 1), 'boxes' (N, M, 4) pixels of the
-transformed clip, 'box_mask' (N, M), 'box_labels' (N, M, 80), and for evaluation
-'ori_boxes' (N, M, 4) normalised, 'video_index', 'timestamp' (N,) int32 and '_mask' (N,).
+Boxes are padded to `detection.max_boxes` with `box_mask` (training drops boxes past it; an
+evaluation keyframe with more boxes is an error, since dropping one would change the mAP).
+Batch keys: 'slow', 'fast' (N, T, H, W, 3) normalised, 'audio' (N, frames, mel, 1), 'boxes'
+(N, M, 4) pixels of the transformed clip, 'box_mask' (N, M), 'box_labels' (N, M, 80), and for
+evaluation 'ori_boxes' (N, M, 4) normalised, 'video_index', 'timestamp' (N,) int32 and '_mask' (N,).
 
 A training batch is a pure function of (seed, step, process). No TensorFlow here.
 """
@@ -320,7 +321,13 @@ def example(config, root, frame_counts, keyframe: Keyframe, rng, train: bool) ->
     if hi > lo:
       window[lo - first : hi - first] = samples[lo:hi]
     out['audio'] = log_mel(window, a)
-  padded, labels, mask, _ = ava_ops.pad_boxes(boxes, keyframe.labels, det.max_boxes)
+  padded, labels, mask, dropped = ava_ops.pad_boxes(boxes, keyframe.labels, det.max_boxes)
+  if dropped and not train:
+    # A dropped box would silently change the evaluated detections (and so the mAP).
+    raise ValueError(
+      f'keyframe {vid},{keyframe.timestamp:04d} has {len(boxes)} evaluation boxes but '
+      f'detection.max_boxes={det.max_boxes}; raise detection.max_boxes'
+    )
   ori, _, _, _ = ava_ops.pad_boxes(keyframe.boxes, keyframe.labels, det.max_boxes)
   out.update(boxes=padded, box_labels=labels, box_mask=mask, ori_boxes=ori)
   return out

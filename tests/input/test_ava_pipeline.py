@@ -28,6 +28,11 @@ def data_dir(tmp_path_factory):
 def _config(data_dir, **detection):
   config = helpers.load_config('configs/ava.py:demo_avslowfast')
   config.input.data_dir = data_dir
+  # The stored frames' own scale (the demo may train smaller): 96-px crops, 96 x 128 tests.
+  config.input.crop_size = 96
+  config.input.jitter_scales = (96, 112)
+  config.input.test_short_side = 96
+  config.detection.test_size = (96, 128)
   config.input.eval_batch_size = 2
   config.input.batch_size = 2
   config.detection.eval_boxes = 'gt'
@@ -109,6 +114,18 @@ def test_detector_boxes_are_those_at_or_above_the_threshold(data_dir):
         )
         got = sorted(tuple(b) for b in np.round(batch['ori_boxes'][n][batch['box_mask'][n]], 3))
         np.testing.assert_allclose(np.array(got).reshape(-1, 4), np.array(expected).reshape(-1, 4))
+
+
+def test_an_evaluation_keyframe_with_more_boxes_than_max_boxes_is_an_error(data_dir):
+  rows = _annotations(data_dir, 'synthetic_ava_val_predicted_boxes.csv', detections=True)
+  most = max(collections.Counter((r.video_id, r.timestamp) for r in rows).values())
+  assert most >= 2  # the tiny dataset has a keyframe with several detections
+  config = _config(data_dir, eval_boxes='detector', score_threshold=0.0)
+  config.detection.max_boxes = most - 1
+  with pytest.raises(ValueError, match=f'has {most} evaluation boxes.*max_boxes={most - 1}'):
+    list(ava_pipeline.make_eval_iterator(config))
+  config.detection.max_boxes = most
+  assert len(list(ava_pipeline.make_eval_iterator(config))) == 2
 
 
 def test_training_frames_and_boxes_share_the_crop_and_flip(data_dir):

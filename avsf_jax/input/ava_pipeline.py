@@ -36,7 +36,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from avsf_jax.input import ava_ops
+from avsf_jax.input import ava_ops, in_memory
 from avsf_jax.input import info as info_lib
 from avsf_jax.input.prepare import ava_files
 
@@ -333,14 +333,6 @@ def example(config, root, frame_counts, keyframe: Keyframe, rng, train: bool) ->
   return out
 
 
-def _stack(examples: list[dict]) -> dict[str, np.ndarray]:
-  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
-
-
-def _rng(seed: int, *keys: int) -> np.random.Generator:
-  return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
-
-
 def make_train_iterator(
   config: ml_collections.ConfigDict,
   *,
@@ -352,18 +344,23 @@ def make_train_iterator(
   """Endless per-process batches of GT-box keyframes; batch `s` depends only on (seed, s)."""
   root, (_, _, train, _, _, frame_counts) = _load(config)
   global_batch = config.input.batch_size
-  if global_batch % process_count:
-    raise ValueError(f'input.batch_size={global_batch} not divisible by {process_count} processes')
-  b = global_batch // process_count
+  b = in_memory.process_share(config, 'batch_size', process_count)
   step = start_step
   while True:
-    order = _rng(seed, 0, step).integers(0, len(train), global_batch)
+    order = in_memory.example_rng(seed, 0, step).integers(0, len(train), global_batch)
     mine = order[process_index * b : (process_index + 1) * b]
     examples = [
-      example(config, root, frame_counts, train[int(k)], _rng(seed, 1, step, int(k), j), True)
+      example(
+        config,
+        root,
+        frame_counts,
+        train[int(k)],
+        in_memory.example_rng(seed, 1, step, int(k), j),
+        True,
+      )
       for j, k in enumerate(mine)
     ]
-    batch = _stack(examples)
+    batch = in_memory.stack(examples)
     batch.pop('ori_boxes')
     yield batch
     step += 1
@@ -387,15 +384,13 @@ def make_eval_iterator(
   root, (_, _, _, val, _, frame_counts) = _load(config)
   videos = {v: i for i, v in enumerate(sorted({k.video_id for k in val}))}
   global_batch = config.input.eval_batch_size
-  if global_batch % process_count:
-    raise ValueError(f'input.eval_batch_size={global_batch} not divisible by {process_count}')
-  b = global_batch // process_count
+  b = in_memory.process_share(config, 'eval_batch_size', process_count)
   for i in range(num_eval_batches(config)):
     index = i * global_batch + process_index * b + np.arange(b)
     mask = (index < len(val)).astype(np.float32)
     index = np.minimum(index, len(val) - 1)
     examples = [example(config, root, frame_counts, val[int(k)], None, False) for k in index]
-    batch = _stack(examples)
+    batch = in_memory.stack(examples)
     batch['video_index'] = np.array([videos[val[int(k)].video_id] for k in index], np.int32)
     batch['timestamp'] = np.array([val[int(k)].timestamp for k in index], np.int32)
     batch['_mask'] = mask

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
+from avsf_jax.input import in_memory
 from avsf_jax.input import info as info_lib
 
 FAKE_DATA = {
@@ -98,10 +99,6 @@ def _clips(config, index: np.ndarray, rng: np.random.Generator, views: int | Non
   return out
 
 
-def _example_rng(seed: int, *keys: int) -> np.random.Generator:
-  return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
-
-
 def make_train_iterator(
   config: ml_collections.ConfigDict,
   *,
@@ -112,18 +109,16 @@ def make_train_iterator(
 ) -> Iterator[dict[str, np.ndarray]]:
   """Endless per-process batches; batch `s` depends only on (seed, s) and the process."""
   global_batch = config.input.batch_size
-  if global_batch % process_count:
-    raise ValueError(f'batch_size {global_batch} is not divisible by {process_count} processes')
-  b = global_batch // process_count
+  b = in_memory.process_share(config, 'batch_size', process_count)
   fake = _fake(config)
   n = fake['num_train_examples']
   step = start_step
   while True:
     if fake['delay_s']:
       time.sleep(fake['delay_s'])
-    order = _example_rng(seed, 0, step).integers(0, n, global_batch)
+    order = in_memory.example_rng(seed, 0, step).integers(0, n, global_batch)
     index = order[process_index * b : (process_index + 1) * b]
-    rng = _example_rng(seed, 1, step, process_index)
+    rng = in_memory.example_rng(seed, 1, step, process_index)
     batch = _clips(config, index, rng, None, config.input.crop_size)
     pattern = batch.pop('_pattern')
     # Hard negative: the same clip's audio pattern shifted in time, fresh noise.
@@ -155,16 +150,14 @@ def make_eval_iterator(
   """Finite, padded to whole batches: (b, V, ...) views, 'label', 'video_index', '_mask'."""
   del split
   global_batch = config.input.eval_batch_size
-  if global_batch % process_count:
-    raise ValueError(f'eval_batch_size {global_batch} not divisible by {process_count}')
-  b = global_batch // process_count
+  b = in_memory.process_share(config, 'eval_batch_size', process_count)
   n = _fake(config)['num_eval_examples']
   views = config.input.num_temporal_views * config.input.num_spatial_views if multi_view else 1
   for i in range(num_eval_batches(config)):
     index = i * global_batch + process_index * b + np.arange(b)
     mask = (index < n).astype(np.float32)
     index = np.minimum(index, n - 1)
-    rng = _example_rng(12345, 2, i, process_index)
+    rng = in_memory.example_rng(12345, 2, i, process_index)
     batch = _clips(config, index, rng, views, config.input.test_crop_size)
     batch.pop('_pattern')
     batch.update(_labels(config, index))

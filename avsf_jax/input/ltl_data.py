@@ -32,6 +32,7 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
+from avsf_jax.input import in_memory
 from avsf_jax.input import info as info_lib
 from avsf_jax.input.prepare import synthetic_untrimmed as su
 
@@ -262,16 +263,6 @@ def dataset_info(config: ml_collections.ConfigDict) -> info_lib.DatasetInfo:
   raise ValueError(f'ltl_data: input.dataset={config.input.dataset!r}; expected one of {DATASETS}')
 
 
-def _rng(seed: int, *keys: int) -> np.random.Generator:
-  return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
-
-
-def _share(global_batch: int, process_count: int, what: str) -> int:
-  if global_batch % process_count:
-    raise ValueError(f'input.{what}={global_batch} is not divisible by {process_count} processes')
-  return global_batch // process_count
-
-
 def make_train_iterator(
   config: ml_collections.ConfigDict,
   *,
@@ -281,7 +272,7 @@ def make_train_iterator(
   process_count: int = 1,
 ) -> Iterator[dict[str, np.ndarray]]:
   """Endless batches; batch `s` is a function of (seed, s): an epoch-wise shuffle."""
-  b = _share(config.input.batch_size, process_count, 'batch_size')
+  b = in_memory.process_share(config, 'batch_size', process_count)
   dataset = config.input.dataset
   data = _clip_split(config, 'train') if dataset == CLIPS else bank_split(config, 'train')
   n = len(data['label'] if dataset == CLIPS else data['labels'])
@@ -291,13 +282,13 @@ def make_train_iterator(
     positions = first + process_index * b + np.arange(b)
     index = np.empty(b, np.int64)
     for epoch in np.unique(positions // n):
-      order = _rng(seed, 0, int(epoch)).permutation(n)
+      order = in_memory.example_rng(seed, 0, int(epoch)).permutation(n)
       here = positions // n == epoch
       index[here] = order[positions[here] % n]
     if dataset == CLIPS:
       batch = {k: v[index] for k, v in data.items()}
     else:
-      batch = _bank_batch(config, data, index, _rng(seed, 1, step, process_index))
+      batch = _bank_batch(config, data, index, in_memory.example_rng(seed, 1, step, process_index))
     yield batch
     step += 1
 
@@ -312,7 +303,7 @@ def make_eval_iterator(
   """The held-out split once, padded to whole batches ('_mask' 0 on padding); one view."""
   del multi_view  # one clip or one bank per example
   global_batch = config.input.eval_batch_size
-  b = _share(global_batch, process_count, 'eval_batch_size')
+  b = in_memory.process_share(config, 'eval_batch_size', process_count)
   dataset = config.input.dataset
   data = _clip_split(config, 'eval') if dataset == CLIPS else bank_split(config, 'val')
   n = len(data['label'] if dataset == CLIPS else data['labels'])
@@ -325,7 +316,9 @@ def make_eval_iterator(
       batch['video_index'] = index.astype(np.int32)
     else:
       batch = _bank_batch(config, data, index, None)
-      batch['start_index'] = _rng(config.seed, 2).integers(0, 2**31, n)[index] % batch['length']
+      batch['start_index'] = (
+        in_memory.example_rng(config.seed, 2).integers(0, 2**31, n)[index] % batch['length']
+      )
       batch['start_index'] = batch['start_index'].astype(np.int32)
     batch['_mask'] = mask
     yield batch

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
+from avsf_jax.input import in_memory
 from avsf_jax.input import info as info_lib
 from avsf_jax.input.prepare import synthetic_av_sync as sync
 
@@ -271,14 +272,6 @@ def _negative_start(rng, start: int, last: int, config) -> int:
   return int(choices[rng.integers(len(choices))])
 
 
-def _stack(examples: list[dict]) -> dict[str, np.ndarray]:
-  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
-
-
-def _rng(*keys: int) -> np.random.Generator:
-  return np.random.default_rng(np.random.SeedSequence([int(k) for k in keys]))
-
-
 def augmented_batch(config, split: str, index: np.ndarray, rng: np.random.Generator) -> dict:
   """One training view per clip `index` of `split`: random window and crop, flip, rotation,
   hard negative, `label`, `has_audio`, `audio_negative_is_hard` (and `rotation`)."""
@@ -305,7 +298,7 @@ def augmented_batch(config, split: str, index: np.ndarray, rng: np.random.Genera
     if rotation is not None:
       example['rotation'] = np.int32(rotation)
     examples.append(example)
-  batch = _stack(examples)
+  batch = in_memory.stack(examples)
   n = len(index)
   batch['label'] = labels[index].astype(np.int32)
   batch['has_audio'] = np.ones((n,), np.float32)
@@ -323,16 +316,14 @@ def make_train_iterator(
 ) -> Iterator[dict[str, np.ndarray]]:
   """Endless per-process batches of `input.train_split`; batch `s` depends on (seed, s)."""
   global_batch = config.input.batch_size
-  if global_batch % process_count:
-    raise ValueError(f'batch_size {global_batch} is not divisible by {process_count} processes')
-  b = global_batch // process_count
+  b = in_memory.process_share(config, 'batch_size', process_count)
   split = config.input.train_split
   n = len(_split(config, split)[2])
   step = start_step
   while True:
-    order = _rng(seed, 0, step).integers(0, n, global_batch)
+    order = in_memory.example_rng(seed, 0, step).integers(0, n, global_batch)
     index = order[process_index * b : (process_index + 1) * b]
-    yield augmented_batch(config, split, index, _rng(seed, 1, step, process_index))
+    yield augmented_batch(config, split, index, in_memory.example_rng(seed, 1, step, process_index))
     step += 1
 
 
@@ -345,7 +336,9 @@ def augmented_copies(config, split: str, copy: int) -> Iterator[dict[str, np.nda
     index = first + np.arange(b)
     mask = (index < n).astype(np.float32)
     index = np.minimum(index, n - 1)
-    batch = augmented_batch(config, split, index, _rng(config.seed, 3, copy, first))
+    batch = augmented_batch(
+      config, split, index, in_memory.example_rng(config.seed, 3, copy, first)
+    )
     batch['_mask'] = mask
     yield batch
 
@@ -391,8 +384,8 @@ def eval_views(config, split: str, index: np.ndarray) -> dict[str, np.ndarray]:
       for s in starts
       for x in lefts
     ]
-    clips.append(_stack(views))
-  batch = _stack(clips)
+    clips.append(in_memory.stack(views))
+  batch = in_memory.stack(clips)
   batch['label'] = labels[index].astype(np.int32)
   return batch
 
@@ -407,7 +400,7 @@ def pretext_eval_batch(config, split: str, index: np.ndarray) -> dict[str, np.nd
   rotate = settings(config)['rotation'] == 'one_per_clip'
   examples = []
   for i in index:
-    rng = _rng(12345, 4, i)
+    rng = in_memory.example_rng(12345, 4, i)
     rotation = int(rng.integers(4))
     start = last // 2
     example = _example(
@@ -424,7 +417,7 @@ def pretext_eval_batch(config, split: str, index: np.ndarray) -> dict[str, np.nd
     if rotate:
       example['rotation'] = np.int32(rotation)
     examples.append(example)
-  batch = _stack(examples)
+  batch = in_memory.stack(examples)
   n = len(index)
   batch['label'] = labels[index].astype(np.int32)
   batch['has_audio'] = np.ones((n,), np.float32)
@@ -444,9 +437,7 @@ def make_eval_iterator(
   pretraining task, else (b, V, ...) views (V = 1 when not `multi_view`)."""
   split = split or config.input.eval_split
   global_batch = config.input.eval_batch_size
-  if global_batch % process_count:
-    raise ValueError(f'eval_batch_size {global_batch} not divisible by {process_count}')
-  b = global_batch // process_count
+  b = in_memory.process_share(config, 'eval_batch_size', process_count)
   n = len(_split(config, split)[2])
   pretext = config.get('task') == 'pretraining'
   single = config.copy_and_resolve_references()

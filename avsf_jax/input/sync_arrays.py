@@ -272,6 +272,16 @@ def _negative_start(rng, start: int, last: int, config) -> int:
   return int(choices[rng.integers(len(choices))])
 
 
+def _pretext_batch(examples: list[dict], labels: np.ndarray) -> dict[str, np.ndarray]:
+  """Stacked pretext examples with `label` and the all-ones `has_audio` and
+  `audio_negative_is_hard` (every synthetic_av_sync clip has audio and a hard negative)."""
+  batch = in_memory.stack(examples)
+  batch['label'] = labels.astype(np.int32)
+  batch['has_audio'] = np.ones((len(labels),), np.float32)
+  batch['audio_negative_is_hard'] = np.ones((len(labels),), np.float32)
+  return batch
+
+
 def augmented_batch(config, split: str, index: np.ndarray, rng: np.random.Generator) -> dict:
   """One training view per clip `index` of `split`: random window and crop, flip, rotation,
   hard negative, `label`, `has_audio`, `audio_negative_is_hard` (and `rotation`)."""
@@ -298,12 +308,7 @@ def augmented_batch(config, split: str, index: np.ndarray, rng: np.random.Genera
     if rotation is not None:
       example['rotation'] = np.int32(rotation)
     examples.append(example)
-  batch = in_memory.stack(examples)
-  n = len(index)
-  batch['label'] = labels[index].astype(np.int32)
-  batch['has_audio'] = np.ones((n,), np.float32)
-  batch['audio_negative_is_hard'] = np.ones((n,), np.float32)
-  return batch
+  return _pretext_batch(examples, labels[index])
 
 
 def make_train_iterator(
@@ -417,12 +422,7 @@ def pretext_eval_batch(config, split: str, index: np.ndarray) -> dict[str, np.nd
     if rotate:
       example['rotation'] = np.int32(rotation)
     examples.append(example)
-  batch = in_memory.stack(examples)
-  n = len(index)
-  batch['label'] = labels[index].astype(np.int32)
-  batch['has_audio'] = np.ones((n,), np.float32)
-  batch['audio_negative_is_hard'] = np.ones((n,), np.float32)
-  return batch
+  return _pretext_batch(examples, labels[index])
 
 
 def make_eval_iterator(

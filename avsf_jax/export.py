@@ -255,10 +255,14 @@ def write_experiment(
   experiment: Any,
   variables: Any,
   *,
+  preprocessing: Mapping[str, Any] | None = None,
   extra_metadata: Mapping[str, Any] | None = None,
   overwrite: bool = False,
 ) -> epath.Path:
-  """`write` for an `experiment.Experiment`'s task and model (imports the model code)."""
+  """`write` for an `experiment.Experiment`'s task and model (imports the model code).
+
+  `preprocessing` replaces `preprocessing_of(config)` for tasks whose inputs are not clips.
+  """
   config, task = experiment.config, experiment.task
   spec = task.input_spec(train=False)
   return write(
@@ -268,7 +272,7 @@ def write_experiment(
     model_config=config.model.to_dict(),
     class_names=info_lib.flat_class_names(experiment.info.class_names),
     input_spec={k: list(v.shape) for k, v in spec.items()},
-    preprocessing=preprocessing_of(config),
+    preprocessing=preprocessing_of(config) if preprocessing is None else dict(preprocessing),
     extra_metadata={'task': task.name, **dict(extra_metadata or {})},
     overwrite=overwrite,
   )

@@ -110,20 +110,12 @@ def write_student_export(output_dir, experiment, variables, *, overwrite: bool =
 
 
 def _export(path: str, ex, variables) -> None:
-  """An export of a clip_finetune job (params at the root; the log-mel statistics with it)."""
-  if os.path.exists(path):
-    return
-  spec = ex.task.input_spec(train=False)
-  export.write(
-    path,
-    apply_fn=ex.task.export_function(ex.model),
-    variables={'params': variables['params'], 'batch_stats': variables['batch_stats']},
-    model_config=ex.config.model.to_dict(),
-    class_names=list(ex.info.class_names),
-    input_spec={k: list(v.shape) for k, v in spec.items()},
-    preprocessing=distillation.preprocessing(ex.config),
-    extra_metadata={'task': ex.task.name},
-  )
+  """An export of a clip_finetune job (params at the root; the log-mel statistics with it);
+  kept if it exists (the demo resumes)."""
+  if not os.path.exists(path):
+    export.write_experiment(
+      path, ex, variables, preprocessing=distillation.preprocessing(ex.config)
+    )
 
 
 class Stages:
@@ -152,19 +144,13 @@ def _skimming_export(path: str, ex, variables) -> None:
   """The evaluation-ready skimming export: a video's banks ('image', 'audio', 'mask', padded
   to `skim.length`) in, {'scores', 'indices'} out; the picks' time stamps are index x hop_s.
   The banks come from the student export beside it (`finetune_export`)."""
-  if os.path.exists(path):
-    return
-  spec = ex.task.input_spec(train=False)
-  export.write(
-    path,
-    apply_fn=ex.task.export_function(ex.model),
-    variables={'params': variables['params'], 'batch_stats': variables['batch_stats']},
-    model_config=ex.config.model.to_dict(),
-    class_names=list(ex.info.class_names),
-    input_spec={k: list(v.shape) for k, v in spec.items() if k in ('image', 'audio', 'mask')},
-    preprocessing={'hop_s': 0.5, 'student_export': ex.config.skim.student_export},
-    extra_metadata={'task': ex.task.name},
-  )
+  if not os.path.exists(path):
+    export.write_experiment(
+      path,
+      ex,
+      variables,
+      preprocessing={'hop_s': 0.5, 'student_export': ex.config.skim.student_export},
+    )
 
 
 def clip_stage(out: str, scale: float, stages: Stages) -> dict:

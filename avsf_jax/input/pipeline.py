@@ -7,7 +7,9 @@ of epoch `g // N`, and every random draw of that example is keyed by (seed, epoc
 process reads only its own share of each global batch, and a resumed run starts at any step.
 """
 
+import contextlib
 import functools
+import io
 import os
 import time
 from collections.abc import Iterator
@@ -36,6 +38,27 @@ def hide_accelerators_from_tf() -> None:
 
 
 BUILD_WAIT_S = 3600.0  # how long processes other than 0 wait for process 0's first build
+
+
+@contextlib.contextmanager
+def _library_output_to_log():
+  """TFDS's own console output while it prepares the demo dataset (its bold 'Downloading and
+  preparing' lines on stdout and its progress bars) goes to the log file: our stage lines say
+  what happens. `--verbose` keeps them on the console."""
+  from avsf_jax import console  # noqa: PLC0415 - no TensorFlow-free module imports this one
+
+  if console.verbose_requested():
+    yield
+    return
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  path = console.log_path()
+  tfds.display_progress_bar(False)
+  try:
+    with open(path, 'a') if path else io.StringIO() as sink, contextlib.redirect_stdout(sink):
+      yield
+  finally:
+    tfds.display_progress_bar(True)
 
 
 def get_builder(config) -> builders.VideoBuilder:
@@ -75,7 +98,8 @@ def get_builder(config) -> builders.VideoBuilder:
       found = builders.is_prepared(builder)  # without its marker: an older version's
       if not found:
         print(f'synthetic_av: not found in {data_dir} (a build takes about a minute on 2 cores)')
-      skipped = builders.build(builder, manual_dir)
+      with _library_output_to_log():
+        skipped = builders.build(builder, manual_dir)
       if builder.built_here:
         print(
           f'synthetic_av: built in {builder.data_dir}: {builder.prepared} prepared, '

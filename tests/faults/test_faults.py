@@ -647,7 +647,7 @@ def prepared(tmp_path_factory):
     (manual / f'{split}.csv').write_text(
       f'label,youtube_id,time_start,time_end,split\n{label},v{split},0,1,{split}\n'
     )
-  (manual / builders.RAW_COMPLETE).write_text('2 clips\n')
+  (manual / builders.RAW_COMPLETE).write_text(builders.raw_marker_text(2))
   builder = builders.get_builder('synthetic_av', str(data_root), num_workers=1)
   builders.build(builder, str(manual))
   assert builders.is_complete(builder) and builder.prepared == 2
@@ -667,7 +667,7 @@ def _damaged_dataset(prepared, tmp_path, shard, fault, marker=True):
 
   data_root = tmp_path / 'cache'
   shutil.copytree(prepared[1], data_root)
-  version = data_root / 'synthetic_av' / 'ss320' / '1.1.0'
+  version = data_root / 'synthetic_av' / 'ss320' / str(builders.SyntheticAv.VERSION)
   target = version / SHARDS[shard]
   if fault == 'flipped':  # inside the first record's chunk (a small file is mostly padding)
     data = target.read_bytes()
@@ -739,7 +739,7 @@ def test_a_complete_dataset_from_before_the_markers_is_recognised(prepared, tmp_
 
   data_root = tmp_path / 'cache'
   shutil.copytree(prepared[1], data_root)
-  version = data_root / 'synthetic_av' / 'ss320' / '1.1.0'
+  version = data_root / 'synthetic_av' / 'ss320' / str(builders.SyntheticAv.VERSION)
   (version / builders.PREPARED_MARKER).unlink()
   (version / builders.SKIPPED_FILENAME).unlink()  # older versions did not always write it
   before = F.hashes(version)

@@ -60,11 +60,11 @@ def test_two_processes_on_an_empty_cache_build_it_once_and_both_finish(tmp_path,
   assert sum(t.count('synthetic_av: generating mp4 files') for t in texts) == 1
   # ('another process is preparing it in' also contains 'preparing it in'.)
   builder, waiter = texts if 'synthetic_av: preparing it in' in texts[0] else texts[::-1]
-  lock = f'(lock {data_dir}/synthetic_av/ss320/1.1.0.lock)'
+  lock = f'(lock {data_dir}/synthetic_av/ss320/{builders.SyntheticAv.VERSION}.lock)'
   assert 'another process is preparing it' in waiter and lock in waiter, waiter[-2000:]
   assert 'another process' not in builder
   raw = data_dir / 'synthetic_av_raw'
-  assert (raw / builders.RAW_COMPLETE).read_text() == f'{2 * num_classes} clips\n'
+  assert (raw / builders.RAW_COMPLETE).read_text() == builders.raw_marker_text(2 * num_classes)
   leftovers = [p for p in data_dir.rglob('*') if '.tmp-' in p.name or 'incomplete' in p.name]
   assert leftovers == []
 
@@ -127,7 +127,13 @@ def test_a_two_process_first_run_on_an_empty_cache_trains(tmp_path, compilation_
   results = json.loads((workdir / 'eval_results.json').read_text())
   assert results['num_examples'] == 12 and results['step'] == 2
   assert helpers.finished_checkpoints(workdir) == [2]
-  assert (data_dir / 'synthetic_av' / 'ss320' / '1.1.0' / builders.PREPARED_MARKER).exists()
+  assert (
+    data_dir
+    / 'synthetic_av'
+    / 'ss320'
+    / str(builders.SyntheticAv.VERSION)
+    / builders.PREPARED_MARKER
+  ).exists()
 
 
 def test_half_written_raw_files_are_generated_again(tmp_path, monkeypatch):
@@ -145,9 +151,14 @@ def test_half_written_raw_files_are_generated_again(tmp_path, monkeypatch):
   builder = builders.get_builder('synthetic_av', str(tmp_path / 'data'), num_workers=1)
   builder.make_raw_files(str(manual))
   assert calls == [str(manual)]
-  assert (manual / builders.RAW_COMPLETE).read_text() == '7 clips\n'
+  assert (manual / builders.RAW_COMPLETE).read_text() == builders.raw_marker_text(7)
   builder.make_raw_files(str(manual))  # complete now: not generated again
   assert calls == [str(manual)]
+  # Files of an older generator (its marker has no generator line) are generated again.
+  (manual / builders.RAW_COMPLETE).write_text('300 clips\n')
+  builder.make_raw_files(str(manual))
+  assert calls == [str(manual)] * 2
+  assert (manual / builders.RAW_COMPLETE).read_text() == builders.raw_marker_text(7)
 
 
 def test_other_processes_wait_for_the_marker_of_process_0(tmp_path):

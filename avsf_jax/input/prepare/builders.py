@@ -213,10 +213,24 @@ class KineticsSounds(Kinetics400, skip_registration=True):
   class_file = 'kinetics_sounds_classes.txt'
 
 
+_GENERATOR_STAMP = f'generator {synthetic.GENERATOR_VERSION}\n'
+
+
+def raw_marker_text(count: int) -> str:
+  """The RAW_COMPLETE marker of generated synthetic_av files: the clip count and the generator
+  version (files of another version are generated again)."""
+  return f'{count} clips\n{_GENERATOR_STAMP}'
+
+
 class SyntheticAv(Kinetics400, skip_registration=True):
   """The embedded dataset: generated as mp4 into manual_dir (if absent), then as Kinetics."""
 
   name = 'synthetic_av'
+  VERSION = tfds.core.Version('1.2.0')
+  RELEASE_NOTES = {
+    **VideoBuilder.RELEASE_NOTES,
+    '1.2.0': f'Generator {synthetic.GENERATOR_VERSION}: bright squares on a dark background.',
+  }
   seed = 0
   clips_per_class = synthetic.SPLITS
 
@@ -228,12 +242,15 @@ class SyntheticAv(Kinetics400, skip_registration=True):
     half-written by a killed run is generated again: generation is deterministic)."""
     marker = os.path.join(manual_dir, RAW_COMPLETE)
     if os.path.exists(marker):
-      return
+      with open(marker) as f:
+        if f.read().endswith(_GENERATOR_STAMP):
+          return
+      print(f"synthetic_av: {manual_dir} holds an older generator's files", file=sys.stderr)
     print(f'synthetic_av: generating mp4 files in {manual_dir}', file=sys.stderr)
     context = multiprocessing.get_context('spawn')
     with concurrent.futures.ProcessPoolExecutor(self.num_workers, mp_context=context) as pool:
       count = synthetic.generate(manual_dir, self.seed, pool, self.clips_per_class)
-    write_marker(marker, f'{count} clips\n')
+    write_marker(marker, raw_marker_text(count))
 
 
 CLASS_NAMES_FILENAME = 'class_names.json'

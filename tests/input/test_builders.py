@@ -112,6 +112,19 @@ def test_synthetic_classes_differ_in_exactly_one_factor():
   assert len(set(synthetic.CLASS_NAMES)) == 12
 
 
+def test_synthetic_background_pans_with_the_square():
+  """Rows the square never covers move as a whole: right for a right-moving square, left for a
+  left-moving one, by half the square's distance (hand-checked shift search)."""
+  for direction, sign in (('right', 1), ('left', -1)):
+    frames, fps, _, _ = synthetic.clip_media(f'green_{direction}_low', seed=11)
+    rows = ~(frames == np.array(synthetic.COLOURS['green'])).all(-1).any(axis=(0, 2))
+    later = frames[fps]  # one second in
+    shifts = [
+      s for s in range(-60, 61) if np.array_equal(np.roll(frames[0], s, 1)[rows], later[rows])
+    ]
+    assert len(shifts) == 1 and np.sign(shifts[0]) == sign and 15 <= abs(shifts[0]) <= 25, shifts
+
+
 def test_every_builder_is_reachable_by_name(tmp_path):
   for name in ('kinetics400', 'kinetics_sounds', 'synthetic_av', 'charades', 'epic_kitchens'):
     builder = builders.get_builder(name, str(tmp_path))

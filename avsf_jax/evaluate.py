@@ -140,8 +140,12 @@ def main(argv):
   multi_view = not FLAGS.single_view
   what = f'export {FLAGS.export}' if FLAGS.export else f'workdir {FLAGS.workdir}'
   config = FLAGS.config
-  num_views = config.input.num_temporal_views * config.input.num_spatial_views if multi_view else 1
-  console.stage('evaluation', f'{what}, {num_views} view(s) per video')
+  if config.get('task') == 'detection':
+    protocol = f'one clip per keyframe, {config.detection.eval_boxes} boxes'
+  else:
+    views = config.input.num_temporal_views * config.input.num_spatial_views if multi_view else 1
+    protocol = f'{views} view(s) per video'
+  console.stage('evaluation', f'{what}, {protocol}')
   try:
     if FLAGS.workdir:
       results, per_video, names = evaluate_workdir(

@@ -9,6 +9,11 @@ views at short side `input.test_short_side` (10 x 3 at 256 for Kinetics), combin
 scores the centre view only. A checkpoint is evaluated with the same precise-BN statistics
 as at the end of training, so the numbers match `WORKDIR/eval_results.json`.
 
+The evaluation is the config's task's (`Task.evaluate`): an AVA detector (`configs/ava.py`)
+gives the frame mAP@0.5 of its boxes' scores (`frame_map`, per-class APs), with the boxes of
+`detection.eval_boxes` at `detection.score_threshold`, exactly as at the end of training; an
+export is run through `Task.export_predict`, which knows the task's batch layout.
+
 Writes FILE.json (metrics, per-class results, class names, what was evaluated),
 FILE.scores.npz (per-video scores, labels and video indices) and FILE.per_class.png.
 """
@@ -25,7 +30,6 @@ from avsf_jax import checkpointing, console, export, storage, tasks
 from avsf_jax import experiment as experiment_lib
 from avsf_jax import mesh as mesh_lib
 from avsf_jax.evaluation import plots
-from avsf_jax.input import info as info_lib
 
 FLAGS = flags.FLAGS
 
@@ -68,20 +72,10 @@ def evaluate_export(config, export_dir: str, *, multi_view: bool):
   data = experiment_lib.data_source(config)
   info = data.dataset_info(config)
   task = tasks.create(config, info)
-  heads = info_lib.heads(info.num_classes)
-
-  def predict(variables, batch):
-    del variables
-    inputs = {k: np.asarray(batch[k]) for k in loaded.input_spec}
-    b, views = next(iter(inputs.values())).shape[:2]
-    flat = {k: v.reshape((b * views,) + v.shape[2:]) for k, v in inputs.items()}
-    logits = loaded.predict(flat)
-    if None in heads:
-      return {'label': np.asarray(logits).reshape(b, views, -1)}
-    return {info_lib.label_key(h): np.asarray(logits[h]).reshape(b, views, -1) for h in heads}
-
+  # The task knows its batches' layout: classification's (batch, views) inputs, detection's
+  # clips with padded boxes (whose evaluation is the frame mAP of the boxes' scores).
   results, per_video = task.evaluate(
-    predict,
+    task.export_predict(loaded),
     None,
     data.make_eval_iterator(config, multi_view=multi_view),
     progress=_progress(info.num_eval_examples, config.input.eval_batch_size),
@@ -100,7 +94,9 @@ def write_outputs(output: str, results: dict, per_video: dict, class_names) -> l
   scores = io.BytesIO()
   np.savez(scores, **{k.replace('/', '_'): v for k, v in per_video.items()})
   written.append(str(storage.write_bytes(base + '.scores.npz', scores.getvalue())))
-  for key, metric in (('per_class_top1', 'top-1 accuracy (%)'), ('per_class_ap', 'AP (%)')):
+  # Detection's per-class APs (beside its `frame_map`) are fractions, classification's percent.
+  ap_unit = 'AP' if 'frame_map' in results else 'AP (%)'
+  for key, metric in (('per_class_top1', 'top-1 accuracy (%)'), ('per_class_ap', ap_unit)):
     if key in results and names:
       path = plots.plot_per_class(
         np.asarray(results[key], float),
@@ -111,6 +107,15 @@ def write_outputs(output: str, results: dict, per_video: dict, class_names) -> l
       )
       written.append(path)
   return written
+
+
+def headline(results: dict) -> list[str]:
+  """The figures printed at the end: classification's top-1/top-5/mAP (percent) and
+  detection's frame mAP@0.5 (a fraction, as the AVA evaluator reports it)."""
+  lines = [f'{k} {v:.1f}%' for k, v in results.items() if k.startswith(('top1', 'top5', 'mAP'))]
+  if 'frame_map' in results:
+    lines.append(f'frame_map {results["frame_map"]:.4f}')
+  return lines
 
 
 def _json_default(value):
@@ -135,8 +140,12 @@ def main(argv):
   multi_view = not FLAGS.single_view
   what = f'export {FLAGS.export}' if FLAGS.export else f'workdir {FLAGS.workdir}'
   config = FLAGS.config
-  num_views = config.input.num_temporal_views * config.input.num_spatial_views if multi_view else 1
-  console.stage('evaluation', f'{what}, {num_views} view(s) per video')
+  if config.get('task') == 'detection':
+    protocol = f'one clip per keyframe, {config.detection.eval_boxes} boxes'
+  else:
+    views = config.input.num_temporal_views * config.input.num_spatial_views if multi_view else 1
+    protocol = f'{views} view(s) per video'
+  console.stage('evaluation', f'{what}, {protocol}')
   try:
     if FLAGS.workdir:
       results, per_video, names = evaluate_workdir(
@@ -155,9 +164,8 @@ def main(argv):
   results['views'] = 'multi' if multi_view else 'single'
   if jax.process_index() == 0:
     written = write_outputs(FLAGS.output, results, per_video, names)
-    headline = {k: round(v, 2) for k, v in results.items() if k.startswith(('top1', 'top5', 'mAP'))}
-    logging.info('%s', headline)
-    console.stage('results', ', '.join(f'{k} {v:.1f}%' for k, v in headline.items()))
+    logging.info('%s', headline(results))
+    console.stage('results', ', '.join(headline(results)))
     console.summary([('wrote', path) for path in written])
 
 

@@ -42,17 +42,32 @@ def abstract_detector_variables(config: ml_collections.ConfigDict) -> dict[str, 
   return jax.eval_shape(lambda: task.init_variables(model, jax.random.key(0)))
 
 
+def init_detector_variables(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Freshly initialised detector variables for `config` (the values a partial conversion
+  keeps for the tensors the checkpoint lacks)."""
+  task = detection.Detection(config, None)
+  model = task.build_model()
+  return jax.jit(lambda key: task.init_variables(model, key))(jax.random.key(0))
+
+
 def convert_detector(
-  config: ml_collections.ConfigDict, state: Mapping[str, np.ndarray], *, caffe2: bool = False
+  config: ml_collections.ConfigDict,
+  state: Mapping[str, np.ndarray],
+  *,
+  caffe2: bool = False,
+  fallback: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], convert.ConversionReport]:
   """(variables, report) of a PySlowFast AVA state dict (or Caffe2 blobs with `caffe2`) on
   `config`'s detector. Any missing, unexpected or mis-shaped tensor is a `ConversionError`
-  listing each by name."""
+  listing each by name, unless `fallback` (`init_detector_variables`) is given: the
+  tensors without a well-shaped source then take its values and the report lists them."""
   if caffe2:
     state = convert.caffe2_state(state)
   abstract = abstract_detector_variables(config)
-  variables, report = convert.convert(abstract, state, pyslowfast_detector_name_map(state))
-  if not report.complete:
+  variables, report = convert.convert(
+    abstract, state, pyslowfast_detector_name_map(state), fallback=fallback
+  )
+  if not report.complete and fallback is None:
     raise convert.ConversionError(
       f'the checkpoint does not match the detector of config.model (depth '
       f'{config.model.depth}, pathways {tuple(config.model.pathways)}):\n{report.summary()}'

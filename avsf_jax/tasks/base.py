@@ -15,7 +15,8 @@ in `train.py`, `evaluate`, `export`):
 
 Optional hooks have defaults here: `trainable(params)` (a mask; a linear probe freezes the
 backbone), `optimizer(schedule)` (per-group learning rates), `statistics_model(model)` (the model precise BN runs, or None for no precise BN),
-and `export_function(model)` (what an export serialises). A new task subclasses `Task`,
+`export_function(model)` (what an export serialises) and `export_predict(loaded)` (how
+`evaluate --export` runs a loaded export on eval batches). A new task subclasses `Task`,
 registers itself in `tasks.TASKS`, and is picked with `--config.task=NAME`; the loop never
 changes. See docs/architecture.md for a walk-through.
 """
@@ -28,6 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from avsf_jax.input import info as info_lib
 
@@ -129,6 +131,28 @@ class Task(abc.ABC):
     when the task keeps the running averages."""
     del model
     return None
+
+  def export_predict(self, loaded: Any) -> Callable[[Any, Batch], dict[str, Any]]:
+    """A `predict_fn(variables, batch)` for `evaluate` that runs a loaded export
+    (`export.load`; it carries its own variables, so `variables` is ignored).
+
+    The default is classification's: eval batches hold (batch, views, ...) inputs, the export
+    takes one view per row, and the logits (one array, or one per head) come back as
+    {'label' or 'label_<head>': (batch, views, classes)}. A task whose batches or outputs
+    differ (detection's boxes) overrides it."""
+    heads = info_lib.heads(self.info.num_classes)
+
+    def predict(variables, batch):
+      del variables
+      inputs = {k: np.asarray(batch[k]) for k in loaded.input_spec}
+      b, views = next(iter(inputs.values())).shape[:2]
+      flat = {k: v.reshape((b * views,) + v.shape[2:]) for k, v in inputs.items()}
+      logits = loaded.predict(flat)
+      if None in heads:
+        return {'label': np.asarray(logits).reshape(b, views, -1)}
+      return {info_lib.label_key(h): np.asarray(logits[h]).reshape(b, views, -1) for h in heads}
+
+    return predict
 
   def export_function(self, model: nn.Module) -> Callable[[Any, Batch], Any]:
     """`(variables, inputs) -> outputs` that an export serialises (eval mode)."""

@@ -10,7 +10,15 @@ Sources: `pytorchvideo` (`create_slowfast` / `create_audio_visual_slowfast` stat
 `.pyth`), `pyslowfast` (PySlowFast `.pyth`, a bare state dict or one under
 `model_state`; PySlowFast's own Caffe2-converted `.pkl` model-zoo files too), `caffe2`
 (pickled Caffe2 blobs, renamed to PySlowFast's names first). Files are read without
-executing code from them. Every missing, unexpected or mis-shaped tensor is listed by name
+executing code from them. A detection config (`configs/ava.py`, `config.task = 'detection'`)
+converts a PySlowFast AVA checkpoint onto the detector (`interop.ava_convert`: the backbone
+as for Kinetics, `head.projection` onto the RoI head), for example
+
+  python -m avsf_jax.tools.convert_checkpoint --source=pyslowfast \
+      --config=configs/ava.py:slowfast_32x2_r101_50_50 --input=SLOWFAST_32x2_R101_50_50.pkl \
+      --output=exports/ava_slowfast_32x2_r101
+
+Every missing, unexpected or mis-shaped tensor is listed by name
 and fails the conversion unless `--allow_partial` (missing ones then keep their fresh
 initialisation). The result is an export that `python -m avsf_jax.evaluate --export=DIR`
 and `--config.init_from=DIR` accept.
@@ -55,7 +63,10 @@ def convert_file(config, source: str, input_path: str, *, allow_partial: bool = 
   from avsf_jax.models import stats  # noqa: PLC0415
 
   state = checkpoint_io.load_checkpoint(input_path)
-  if source == 'caffe2' or (source == 'pyslowfast' and input_path.endswith('.pkl')):
+  caffe2 = source == 'caffe2' or (source == 'pyslowfast' and input_path.endswith('.pkl'))
+  if config.get('task') == 'detection':
+    return _convert_detector(config, source, state, input_path, caffe2, allow_partial)
+  if caffe2:
     state = convert.caffe2_state(state)
   model = models.build_model(config.model)
   inputs = models.inputs_for(model, config)
@@ -73,6 +84,27 @@ def convert_file(config, source: str, input_path: str, *, allow_partial: bool = 
       'tensors at their initial values.'
     )
   return variables, report
+
+
+def _convert_detector(config, source, state, input_path, caffe2, allow_partial):
+  """A PySlowFast AVA detector (`configs/ava.py`, `config.task = 'detection'`): the backbone
+  by the Kinetics name map plus `head.projection` onto the RoI head (`interop.ava_convert`)."""
+  from avsf_jax.interop import ava_convert, convert  # noqa: PLC0415
+
+  if source not in ('pyslowfast', 'caffe2'):
+    raise convert.ConversionError(
+      f'{input_path}: --source={source} has no AVA detector mapping; detection configs convert '
+      "PySlowFast AVA checkpoints (--source=pyslowfast: .pyth, or the zoo's Caffe2 .pkl; "
+      '--source=caffe2)'
+    )
+  fallback = ava_convert.init_detector_variables(config) if allow_partial else None
+  try:
+    return ava_convert.convert_detector(config, state, caffe2=caffe2, fallback=fallback)
+  except convert.ConversionError as e:
+    raise convert.ConversionError(
+      f'{input_path}: {e}\nFix the --config, or pass --allow_partial to keep the missing '
+      'tensors at their initial values.'
+    ) from None
 
 
 def main(argv):

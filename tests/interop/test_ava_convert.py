@@ -73,3 +73,64 @@ def test_slowfast_32x2_r101_50_50_state_dict_converts_onto_the_detector():
   del state['head.projection.bias']
   with pytest.raises(convert.ConversionError, match='head/projection/bias'):
     ava_convert.convert_detector(config, state)
+
+
+def test_convert_checkpoint_routes_a_detection_config_to_the_detector(tmp_path):
+  """`tools.convert_checkpoint` with a detection config (`configs/ava.py:demo`: depth 14, no
+  NL) converts a PySlowFast AVA `.pyth` through `ava_convert` (the RoI head's projection
+  included), refuses a source without a detector mapping naming the file, lists a missing
+  tensor, keeps it at its initial value with `allow_partial`, and writes an export."""
+  import torch  # noqa: PLC0415
+
+  from avsf_jax import export  # noqa: PLC0415
+  from avsf_jax.tools import convert_checkpoint  # noqa: PLC0415
+
+  config = helpers.load_config('configs/ava.py:demo')
+  flat = flax.traverse_util.flatten_dict(ava_convert.abstract_detector_variables(config))
+  name_map = ava_convert.pyslowfast_detector_name_map(None)
+  ours = {name_map(path): path for path in flat}
+  keys = _pyslowfast_keys(blocks=(1, 1, 1, 1), nonlocal_blocks=())
+  assert sorted(ours) == sorted(keys)
+  rng = np.random.default_rng(1)
+  state = {
+    k: rng.standard_normal(_torch_shape(flat[ours[k]].shape)).astype(np.float32) for k in keys
+  }
+  path = tmp_path / 'ava.pyth'
+  torch.save({'model_state': {k: torch.from_numpy(v) for k, v in state.items()}}, path)
+  variables, report = convert_checkpoint.convert_file(config, 'pyslowfast', str(path))
+  assert report.complete and report.converted == len(flat)
+  out = flax.traverse_util.flatten_dict(variables)
+  head = ('params', 'head', 'projection', 'kernel')
+  assert out[head].shape == (288, 80)  # 256 slow + 32 fast channels at res5
+  np.testing.assert_array_equal(out[head], state['head.projection.weight'].T)
+  stem = ours['s1.pathway1_stem.conv.weight']
+  np.testing.assert_array_equal(
+    out[stem], state['s1.pathway1_stem.conv.weight'].transpose(2, 3, 4, 1, 0)
+  )
+  mean = ours['s5.pathway0_res0.branch2.c_bn.running_mean']
+  np.testing.assert_array_equal(out[mean], state['s5.pathway0_res0.branch2.c_bn.running_mean'])
+
+  with pytest.raises(convert.ConversionError, match=r'ava\.pyth: --source=pytorchvideo'):
+    convert_checkpoint.convert_file(config, 'pytorchvideo', str(path))
+  partial = tmp_path / 'partial.pyth'
+  torch.save(
+    {k: torch.from_numpy(v) for k, v in state.items() if k != 'head.projection.bias'}, partial
+  )
+  with pytest.raises(convert.ConversionError, match=r'(?s)partial\.pyth: .*head/projection/bias'):
+    convert_checkpoint.convert_file(config, 'pyslowfast', str(partial))
+  kept, report = convert_checkpoint.convert_file(
+    config, 'pyslowfast', str(partial), allow_partial=True
+  )
+  assert not report.complete and report.converted == len(flat) - 1
+  kept = flax.traverse_util.flatten_dict(kept)
+  np.testing.assert_array_equal(kept[('params', 'head', 'projection', 'bias')], np.zeros(80))
+  np.testing.assert_array_equal(kept[head], out[head])
+
+  written = export.write_from_config(
+    tmp_path / 'export', config, variables, [f'class_{i}' for i in range(80)]
+  )
+  loaded = export.load(written)
+  assert loaded.input_spec['boxes'] == [config.detection.max_boxes, 4]
+  np.testing.assert_array_equal(
+    loaded.variables['params']['head']['projection']['kernel'], out[head]
+  )

@@ -117,12 +117,22 @@ def test_synthetic_background_pans_with_the_square():
   left-moving one, by half the square's distance (hand-checked shift search)."""
   for direction, sign in (('right', 1), ('left', -1)):
     frames, fps, _, _ = synthetic.clip_media(f'green_{direction}_low', seed=11)
-    rows = ~(frames == np.array(synthetic.COLOURS['green'])).all(-1).any(axis=(0, 2))
+    rows = ~(frames == np.array(synthetic.OUTLINE)).all(-1).any(axis=(0, 2))  # never the square
     later = frames[fps]  # one second in
     shifts = [
       s for s in range(-60, 61) if np.array_equal(np.roll(frames[0], s, 1)[rows], later[rows])
     ]
     assert len(shifts) == 1 and np.sign(shifts[0]) == sign and 15 <= abs(shifts[0]) <= 25, shifts
+
+
+def test_synthetic_squares_share_a_white_border_around_their_colour():
+  for colour in synthetic.COLOURS:
+    frame = synthetic.clip_media(f'{colour}_left_low', seed=5)[0][0]
+    ys, xs = np.nonzero((frame == np.array(synthetic.OUTLINE)).all(-1))
+    inside = frame[ys.min() + 3 : ys.max() - 2, xs.min() + 3 : xs.max() - 2]
+    assert inside.shape[0] >= 14 and (inside == np.array(synthetic.COLOURS[colour])).all()
+    ring = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1) - inside.shape[0] * inside.shape[1]
+    assert len(ys) == ring  # exactly the 3-pixel frame around the coloured inside
 
 
 def test_every_builder_is_reachable_by_name(tmp_path):

@@ -1,8 +1,8 @@
 """The embedded `synthetic_av` dataset: deterministic mp4 files laid out like Kinetics.
 
 Each class is a (colour, motion direction, sound pitch) triple, 3 x 2 x 2 = 12 classes. A
-bright coloured square drifts left or right over a dark, noisy background that pans the same
-way at half its speed (a camera following it), while a tone plays: pairs of
+bright coloured square with a white border drifts left or right over a dark, noisy background
+that pans the same way at half its speed (a camera following it), while a tone plays: pairs of
 classes differ only in sound (a visual-only model can reach at most 50%), only in motion
 direction (a single frame cannot tell them apart, so a model without temporal modelling is capped
 at 50% too), or only in appearance. Start positions, speeds, frame rates (24/25/30 fps), audio
@@ -19,11 +19,14 @@ import av
 import numpy as np
 
 # Generator 2 (dataset 1.2.0): bright squares (every colour above the background in all three
-# channels), 20-28 pixels, on a dark background that pans with them. Generator 1 (small squares
-# on a static mid-grey background) left the demo on a knife's edge: in about one run in five
-# the network learnt one colour's motion direction late and ended at 81.7-98.3% top-1.
+# channels), 20-28 pixels, each with the same white border, on a dark background that pans with
+# them. Generator 1 (small squares on a static mid-grey background) left the demo on a knife's
+# edge: in about one run in five the network learnt one colour's motion direction late (its
+# motion-sensitive channels did not respond to that colour) and ended at 81.7-98.3% top-1. The
+# white border is a motion cue that every colour shares (docs/training.md#the-embedded-demo).
 COLOURS = {'red': (235, 60, 60), 'green': (60, 220, 60), 'blue': (70, 100, 245)}
 BACKGROUND = (16, 56)  # range of the background's 8x8 blocks
+OUTLINE, OUTLINE_PX = (235, 235, 235), 3  # the same white border on every square
 DIRECTIONS = {'left': -1.0, 'right': 1.0}
 PITCHES = {'low': 330.0, 'high': 1320.0}
 CLASS_NAMES = tuple(f'{c}_{d}_{p}' for c in COLOURS for d in DIRECTIONS for p in PITCHES)
@@ -108,8 +111,11 @@ def clip_media(class_name: str, seed: int) -> tuple[np.ndarray, int, np.ndarray,
   for i in range(num_frames):
     frame = np.roll(background, int(round(0.5 * speed * i / fps)), axis=1)  # the pan
     left = (x0 + speed * i / fps) % WIDTH
-    mask = ((columns - left) % WIDTH) < side
-    frame[int(y0) : int(y0) + side, mask] = COLOURS[colour]
+    offset = (columns - left) % WIDTH
+    top = int(y0)
+    frame[top : top + side, offset < side] = OUTLINE
+    inner = (offset >= OUTLINE_PX) & (offset < side - OUTLINE_PX)
+    frame[top + OUTLINE_PX : top + side - OUTLINE_PX, inner] = COLOURS[colour]
     frames[i] = frame
   t = np.arange(int(round(DURATION_S * sample_rate))) / sample_rate
   envelope = 0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(2.0, 5.0) * t + rng.uniform(0, 6.3))

@@ -57,34 +57,12 @@ def _train(config, workdir: str) -> tuple[dict, experiment_lib.Experiment, dict]
   """Trains (or reuses) a job; returns (eval results, experiment, eval variables)."""
   results_path = os.path.join(workdir, 'eval_results.json')
   ex = experiment_lib.Experiment(config)
-  if not jax.tree.leaves(ex.abstract_variables['batch_stats']):
-    results, variables = _train_in_memory(config, ex, results_path)
-    return results, ex, variables
   if not os.path.exists(results_path):
     train.train_and_evaluate(config, workdir)
   with open(results_path) as f:
     results = json.load(f)
   variables, _ = ex.restore(workdir)
   return results, ex, variables
-
-
-def _train_in_memory(config, ex, results_path: str) -> tuple[dict, dict]:
-  """The shared `train.Trainer` loop without checkpoints, for a model without BatchNorm (the
-  LSTM baseline): `train_and_evaluate`'s final checkpoint stores the evaluation's BN
-  statistics, and orbax refuses to save an empty tree ('Found empty item'). Same steps, same
-  batches, same jitted `train_step`; retrained on a rerun (seconds)."""
-  trainer = train.Trainer(config, experiment=ex)
-  state = trainer.initial_state()
-  batches = ex.train_batches(seed=config.seed)
-  for _ in range(trainer.total_steps):
-    state, _ = trainer.train_step(state, next(batches), trainer.train_rng)
-  variables = jax.device_get(state.variables())
-  results, _ = ex.evaluate(variables, multi_view=False)
-  results = {k: v for k, v in results.items() if np.ndim(v) == 0}
-  os.makedirs(os.path.dirname(results_path), exist_ok=True)
-  with open(results_path, 'w') as f:
-    json.dump({k: float(v) for k, v in results.items()}, f, indent=1, sort_keys=True)
-  return results, variables
 
 
 def write_student_export(output_dir, experiment, variables, *, overwrite: bool = False):

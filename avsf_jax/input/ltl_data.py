@@ -62,6 +62,9 @@ LTL_DATA = {
   # the generator seed `seed`) and how many of each video's pairs are used.
   'train_videos_per_class': su.SPLITS['train'],
   'pairs_per_video': 16,
+  # synthetic_ltl_pairs also trains on the trimmed training clips' pairs (first frame, first
+  # second of audio, the clip's label) when set.
+  'with_clips': False,
 }
 
 
@@ -258,7 +261,11 @@ def _train_split(config) -> dict:
   s = _section(config)
   stats = (float(config.audio.mean), float(config.audio.std))
   pairs = video_pairs(s['seed'], s['train_videos_per_class'], s['pairs_per_video'], stats)
-  return {k: pairs[k] for k in ('image', 'audio', 'label')}
+  keys = ('image', 'audio', 'label')
+  if not s['with_clips']:
+    return {k: pairs[k] for k in keys}
+  clip_pairs = _clip_split(config, 'train')
+  return {k: np.concatenate([pairs[k], clip_pairs[k]]) for k in keys}
 
 
 # -- feature banks ----------------------------------------------------------------------------
@@ -323,12 +330,14 @@ def dataset_info(config: ml_collections.ConfigDict) -> info_lib.DatasetInfo:
   names = tuple(su.CLASS_NAMES)
   if config.input.dataset in (CLIPS, PAIRS):
     s = _section(config)
-    train, held_out = s['train_clips_per_class'], s['eval_clips_per_class']
+    clips_total = s['train_clips_per_class'] * len(names)
+    train = clips_total
     if config.input.dataset == PAIRS:
-      train = s['train_videos_per_class'] * s['pairs_per_video']
+      train = s['train_videos_per_class'] * len(names) * s['pairs_per_video']
+      train += clips_total if s['with_clips'] else 0
     return info_lib.DatasetInfo(
-      num_train_examples=train * len(names),
-      num_eval_examples=held_out * len(names),
+      num_train_examples=train,
+      num_eval_examples=s['eval_clips_per_class'] * len(names),
       num_classes=len(names),
       class_names=names,
       multi_label=False,

@@ -131,7 +131,20 @@ def _skimming_export(path: str, ex, variables) -> None:
     )
 
 
-def clip_stage(out: str, scale: float, stages: Stages) -> dict:
+# `--finetune_data`: the fine-tuning's training pairs (the `demo_finetune` overrides).
+FINETUNE_DATA = {
+  'clips': {},  # the trimmed clips' pairs (the default)
+  'video_pairs': {'input.dataset': 'synthetic_ltl_pairs'},  # spec §8.2 step 3
+  'mixed': {
+    'input.dataset': 'synthetic_ltl_pairs',
+    'ltl_data.pairs_per_video': 4,
+    'ltl_data.with_clips': True,
+    'optim.num_epochs': 2.0,
+  },
+}
+
+
+def clip_stage(out: str, scale: float, stages: Stages, finetune_data: str = 'clips') -> dict:
   res = {}
   config = _config('demo_teacher', scale)
   r, ex, v = _train(config, f'{out}/teacher')
@@ -162,7 +175,12 @@ def clip_stage(out: str, scale: float, stages: Stages) -> dict:
   }
   res['student_gmacs_per_pair'] = stats.model_stats(student, pair)['gflops']
   res['teacher_over_student'] = res['teacher_gmacs_per_clip'] / res['student_gmacs_per_pair']
-  config = _config('demo_finetune', scale, init_from=f'{out}/distillation_student')
+  config = _config(
+    'demo_finetune',
+    scale,
+    init_from=f'{out}/distillation_student',
+    **FINETUNE_DATA[finetune_data],
+  )
   r, ex, v = _train(config, f'{out}/finetune')
   _export(f'{out}/finetune_export', ex, v)
   res['finetune_top1'] = r['top1']
@@ -392,12 +410,19 @@ def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--out', required=True)
   parser.add_argument('--scale', type=float, default=1.0)
+  parser.add_argument(
+    '--finetune_data',
+    choices=sorted(FINETUNE_DATA),
+    default='clips',
+    help="the fine-tuning's pairs: the trimmed clips', the untrimmed training videos' "
+    '(spec 8.2 step 3) or both',
+  )
   console.add_verbose_argument(parser)
   args = parser.parse_args(argv)
   start = time.time()
   os.makedirs(args.out, exist_ok=True)
   stages = Stages()
-  results = {'clips': clip_stage(args.out, args.scale, stages)}
+  results = {'clips': clip_stage(args.out, args.scale, stages, args.finetune_data)}
   c_pair = results['clips']['student_gmacs_per_pair']
   results['skimming'] = skim_stage(args.out, args.scale, c_pair, stages)
   results['banks'] = bank_facts(f'{args.out}/banks/val.npz')

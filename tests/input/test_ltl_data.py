@@ -103,6 +103,20 @@ def test_pair_batches_are_the_training_videos_pairs_with_the_video_label():
   evals = list(ltl_data.make_eval_iterator(config))
   clips = ltl_data.clips(3, 'eval', 1, 1, (-8.0, 2.0))
   np.testing.assert_array_equal(evals[0]['image'], clips['image'])
+  # with_clips: the trimmed training clips' pairs join them (8 more, their clip labels).
+  config.ltl_data.with_clips = True
+  config.input.batch_size = 32
+  assert ltl_data.dataset_info(config).num_train_examples == 32
+  mixed = next(ltl_data.make_train_iterator(config, seed=0))
+  assert np.bincount(mixed['label'], minlength=8).tolist() == [4] * 8
+  train_clips = ltl_data.clips(3, 'train', 1, 1, (-8.0, 2.0))
+  for image, audio, label in zip(train_clips['image'], train_clips['audio'], train_clips['label']):
+    same = [
+      i
+      for i in range(32)
+      if np.array_equal(mixed['image'][i], image) and np.array_equal(mixed['audio'][i], audio)
+    ]
+    assert len(same) == 1 and mixed['label'][same[0]] == label
 
 
 def test_pair_indices_are_distinct_sorted_and_checked():

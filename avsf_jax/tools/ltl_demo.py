@@ -1,6 +1,6 @@
 r"""Listen to Look end to end on `synthetic_untrimmed`, on CPU (spec §8.2; `make demo-ltl`).
 
-  python -m avsf_jax.tools.ltl_demo --out=demo_run/ltl [--scale=1.0]
+  python -m avsf_jax.tools.ltl_demo --out=demo_run/ltl [--scale=1.0] [--finetune_data=clips]
 
 Stages, each a job of the shared loop (`train.train_and_evaluate`) with a variant of
 `configs/listen_to_look.py`, each skipped when its output exists (the command resumes):
@@ -8,7 +8,8 @@ Stages, each a job of the shared loop (`train.train_and_evaluate`) with a varian
   1. teacher       clip_finetune of a tiny R(2+1)D on the trimmed clips -> teacher export
   2. distillation  IMGAUD2VID image+audio, image-only, audio-only (L1 + 100 KL, frozen teacher)
                    -> student exports (`write_student_export`)
-  3. finetune      the image-audio student fine-tuned on the clips (init_from its export)
+  3. finetune      the image-audio student fine-tuned (init_from its export) on the trimmed
+                   clips' pairs, or on the untrimmed training videos' (`--finetune_data`)
   4. banks         `tools.extract_preview_features` on the untrimmed videos
   5. skimming      Ours, NON-RECURRENT and LSTM on the banks (Psi + FC_cls from step 3);
                    Ours also at s = 5 and every early stop; the §4 selections
@@ -134,7 +135,8 @@ def _skimming_export(path: str, ex, variables) -> None:
 # `--finetune_data`: the fine-tuning's training pairs (the `demo_finetune` overrides).
 FINETUNE_DATA = {
   'clips': {},  # the trimmed clips' pairs (the default)
-  'video_pairs': {'input.dataset': 'synthetic_ltl_pairs'},  # spec §8.2 step 3
+  # spec §8.2 step 3: 16 pairs of each training video, one epoch (160 steps of 32)
+  'video_pairs': {'input.dataset': 'synthetic_ltl_pairs', 'optim.num_epochs': 1.0},
   'mixed': {
     'input.dataset': 'synthetic_ltl_pairs',
     'ltl_data.pairs_per_video': 4,

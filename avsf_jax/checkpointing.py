@@ -175,7 +175,8 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, state, eval_batch_stats: Any = None) -> None:
-    """Starts saving `state` (and the evaluation's BN statistics) as checkpoint `step`."""
+    """Starts saving `state` (and the evaluation's BN statistics, when there are any) as
+    checkpoint `step`."""
     if step in self.failed and jax.process_index() == 0:
       self._move_aside(step)
     if step in self.failed and jax.process_count() > 1:
@@ -184,7 +185,9 @@ class Checkpointer:
     self._manager.wait_until_finished()
     self._record_digests()
     items = {STATE: ocp.args.StandardSave(state)}
-    if eval_batch_stats is not None:
+    # A model without BatchNorm has empty statistics, and orbax refuses to save an empty tree
+    # ('Found empty item'): such a checkpoint simply has no `eval_batch_stats` item.
+    if eval_batch_stats is not None and jax.tree.leaves(eval_batch_stats):
       items[EVAL_STATS] = ocp.args.StandardSave(eval_batch_stats)
     self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 

@@ -25,7 +25,7 @@ from avsf_jax.evaluation import precise_bn
 
 def data_source(config: ml_collections.ConfigDict):
   """The module providing dataset_info / make_train_iterator / make_eval_iterator."""
-  if config.input.dataset in ('synthetic_ltl_clips', 'ltl_banks'):
+  if config.input.dataset in ('synthetic_ltl_clips', 'synthetic_ltl_pairs', 'ltl_banks'):
     from avsf_jax.input import ltl_data  # noqa: PLC0415
 
     return ltl_data

@@ -1,12 +1,18 @@
 """In-memory data of the Listen to Look demo: trimmed clips and feature banks (no TensorFlow).
 
-Two datasets, picked by `config.input.dataset` (`experiment.data_source` dispatches here):
+Three datasets, picked by `config.input.dataset` (`experiment.data_source` dispatches here):
 
   'synthetic_ltl_clips'  trimmed 2-s action clips of `synthetic_untrimmed` (spec §8.1): per
                          clip the first frame ('image', H x W x 3), the first second of audio
                          as a 101 x 40 log-mel ('audio'), and the whole clip for the teacher
                          ('video', 16 x H x W x 3), with 'label'. Train and held-out clips come
-                         from disjoint seeds. Used by the distillation and clip fine-tuning.
+                         from disjoint seeds. Used by the teacher and the distillation.
+  'synthetic_ltl_pairs'  image-audio pairs of the untrimmed *training videos*, each with its
+                         video's label (spec §8.2 step 3, the paper's clip-level fine-tuning:
+                         most pairs are background, so the student learns what a background
+                         pair does not tell): `pairs_per_video` time stamps per video, drawn
+                         once from the seed; 'image', 'audio', 'label'. Its held-out split is
+                         the held-out trimmed clips (clip accuracy). Used by the fine-tuning.
   'ltl_banks'            feature banks written by `tools.extract_preview_features`
                          (`config.skim.banks_dir`/{train,val}.npz): per video the (L, D) image and
                          audio banks, 'mask', 'label', 'segment'. Used by skimming.
@@ -37,8 +43,9 @@ from avsf_jax.input import info as info_lib
 from avsf_jax.input.prepare import synthetic_untrimmed as su
 
 CLIPS = 'synthetic_ltl_clips'
+PAIRS = 'synthetic_ltl_pairs'
 BANKS = 'ltl_banks'
-DATASETS = (CLIPS, BANKS)
+DATASETS = (CLIPS, PAIRS, BANKS)
 IMAGENET_MEAN = np.asarray((0.485, 0.456, 0.406), np.float32)
 IMAGENET_STD = np.asarray((0.229, 0.224, 0.225), np.float32)
 # The preview log-mel (spec §2.2): 1 s at 16 kHz -> 101 x 40.
@@ -51,6 +58,13 @@ LTL_DATA = {
   'seed': 0,  # the generator's seed (the clips of a split are a function of it)
   'train_clips_per_class': 48,
   'eval_clips_per_class': 12,
+  # synthetic_ltl_pairs: the untrimmed training videos (their seeds are `su.video_list`'s for
+  # the generator seed `seed`) and how many of each video's pairs are used.
+  'train_videos_per_class': su.SPLITS['train'],
+  'pairs_per_video': 16,
+  # synthetic_ltl_pairs also trains on the trimmed training clips' pairs (first frame, first
+  # second of audio, the clip's label) when set.
+  'with_clips': False,
 }
 
 
@@ -182,6 +196,78 @@ def _clip_split(config, split: str) -> dict:
   return clips(s['seed'], split, s['train_clips_per_class'], s['eval_clips_per_class'], stats)
 
 
+# -- pairs of the untrimmed training videos --------------------------------------------------
+
+
+@functools.cache
+def _jax_log_mel():
+  import jax  # noqa: PLC0415 - only this dataset computes many log-mels at once
+  import jax.numpy as jnp  # noqa: PLC0415
+
+  return jax.jit(functools.partial(log_mel, xp=jnp))
+
+
+def pair_indices(seed: int, video_index: int, num_pairs: int, per_video: int) -> np.ndarray:
+  """The sorted time-stamp indices of video `video_index`'s pairs in `synthetic_ltl_pairs`."""
+  if not 0 < per_video <= num_pairs:
+    raise ValueError(f'ltl_data.pairs_per_video={per_video}; expected 1..{num_pairs}')
+  rng = np.random.default_rng([seed, 78, video_index])
+  return np.sort(rng.choice(num_pairs, per_video, replace=False))
+
+
+@functools.cache
+def _raw_pairs(seed: int, per_class: int, per_video: int) -> dict[str, np.ndarray]:
+  """uint8 frames, raw log-mel (on jax.numpy, in chunks: 0.3 s per 40 pairs on numpy), video
+  label and whether the pair lies in the action segment, of every training video's pairs."""
+  frames, samples, labels, inside = [], [], [], []
+  times = su.pair_times()
+  for index, (name, video_seed) in enumerate(su.video_list('train', per_class, seed)):
+    video = su.video(name, video_seed)
+    keep = pair_indices(seed, index, len(times), per_video)
+    image, audio = su.pair_media(video)
+    first, end = su.segment_pairs(video.segment_start_s, video.segment_end_s, times)
+    frames.append(image[keep])
+    samples.append(audio[keep])
+    labels.append(np.full(per_video, video.label, np.int32))
+    inside.append((keep >= first) & (keep < end))
+  samples = np.concatenate(samples)
+  chunk = 64 * per_video
+  mel = [np.asarray(_jax_log_mel()(samples[i : i + chunk])) for i in range(0, len(samples), chunk)]
+  return {
+    'image': np.concatenate(frames),
+    'log_mel': np.concatenate(mel),
+    'label': np.concatenate(labels),
+    'in_segment': np.concatenate(inside),
+  }
+
+
+@functools.cache
+def video_pairs(seed: int, per_class: int, per_video: int, stats: tuple[float, float]) -> dict:
+  """Model-ready 'image', 'audio' and 'label' (the video's) of the training videos' pairs,
+  plus 'in_segment' (bool, for diagnostics); the log-mel normalised by `stats`."""
+  raw = _raw_pairs(seed, per_class, per_video)
+  return {
+    'image': normalise_frames(raw['image']),
+    'audio': normalise_log_mel(raw['log_mel'], stats),
+    'label': raw['label'],
+    'in_segment': raw['in_segment'],
+  }
+
+
+def _train_split(config) -> dict:
+  """The training examples of a clip-level dataset (trimmed clips or the videos' pairs)."""
+  if config.input.dataset == CLIPS:
+    return _clip_split(config, 'train')
+  s = _section(config)
+  stats = (float(config.audio.mean), float(config.audio.std))
+  pairs = video_pairs(s['seed'], s['train_videos_per_class'], s['pairs_per_video'], stats)
+  keys = ('image', 'audio', 'label')
+  if not s['with_clips']:
+    return {k: pairs[k] for k in keys}
+  clip_pairs = _clip_split(config, 'train')
+  return {k: np.concatenate([pairs[k], clip_pairs[k]]) for k in keys}
+
+
 # -- feature banks ----------------------------------------------------------------------------
 
 
@@ -242,12 +328,16 @@ def _bank_batch(config, data: dict, index: np.ndarray, rng: np.random.Generator 
 
 def dataset_info(config: ml_collections.ConfigDict) -> info_lib.DatasetInfo:
   names = tuple(su.CLASS_NAMES)
-  if config.input.dataset == CLIPS:
+  if config.input.dataset in (CLIPS, PAIRS):
     s = _section(config)
-    train, held_out = s['train_clips_per_class'], s['eval_clips_per_class']
+    clips_total = s['train_clips_per_class'] * len(names)
+    train = clips_total
+    if config.input.dataset == PAIRS:
+      train = s['train_videos_per_class'] * len(names) * s['pairs_per_video']
+      train += clips_total if s['with_clips'] else 0
     return info_lib.DatasetInfo(
-      num_train_examples=train * len(names),
-      num_eval_examples=held_out * len(names),
+      num_train_examples=train,
+      num_eval_examples=s['eval_clips_per_class'] * len(names),
       num_classes=len(names),
       class_names=names,
       multi_label=False,
@@ -274,8 +364,9 @@ def make_train_iterator(
   """Endless batches; batch `s` is a function of (seed, s): an epoch-wise shuffle."""
   b = in_memory.process_share(config, 'batch_size', process_count)
   dataset = config.input.dataset
-  data = _clip_split(config, 'train') if dataset == CLIPS else bank_split(config, 'train')
-  n = len(data['label'] if dataset == CLIPS else data['labels'])
+  clip_level = dataset in (CLIPS, PAIRS)
+  data = _train_split(config) if clip_level else bank_split(config, 'train')
+  n = len(data['label'] if clip_level else data['labels'])
   step = start_step
   while True:
     first = step * config.input.batch_size
@@ -285,7 +376,7 @@ def make_train_iterator(
       order = in_memory.example_rng(seed, 0, int(epoch)).permutation(n)
       here = positions // n == epoch
       index[here] = order[positions[here] % n]
-    if dataset == CLIPS:
+    if clip_level:
       batch = {k: v[index] for k, v in data.items()}
     else:
       batch = _bank_batch(config, data, index, in_memory.example_rng(seed, 1, step, process_index))
@@ -304,14 +395,14 @@ def make_eval_iterator(
   del multi_view  # one clip or one bank per example
   global_batch = config.input.eval_batch_size
   b = in_memory.process_share(config, 'eval_batch_size', process_count)
-  dataset = config.input.dataset
-  data = _clip_split(config, 'eval') if dataset == CLIPS else bank_split(config, 'val')
-  n = len(data['label'] if dataset == CLIPS else data['labels'])
+  clip_level = config.input.dataset in (CLIPS, PAIRS)
+  data = _clip_split(config, 'eval') if clip_level else bank_split(config, 'val')
+  n = len(data['label'] if clip_level else data['labels'])
   for first in range(0, n, global_batch):
     index = first + process_index * b + np.arange(b)
     mask = (index < n).astype(np.float32)
     index = np.minimum(index, n - 1)
-    if dataset == CLIPS:
+    if clip_level:
       batch = {k: v[index] for k, v in data.items()}
       batch['video_index'] = index.astype(np.int32)
     else:

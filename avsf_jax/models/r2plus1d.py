@@ -88,6 +88,9 @@ class R2Plus1D(nn.Module):
     widths: channels of layer1..layer4.
     stage_blocks: blocks per stage ((2, 2, 2, 2) for R(2+1)D-18).
     stem_mid: channels between the stem's spatial and temporal convs (45).
+    stem_stride: the stem's spatial stride (torchvision: 2). The CPU demo's tiny teacher uses
+      4, which quarters the cost of its full-frame-rate layers for twice their width.
+    fc_init_std: std of the classifier's normal init (torchvision: 0.01).
     bn_momentum, bn_epsilon: BatchNorm running-average momentum (Flax convention), epsilon.
     dtype: compute dtype; parameters, BN statistics, the pooled descriptor and logits are
       float32.
@@ -97,6 +100,8 @@ class R2Plus1D(nn.Module):
   widths: Sequence[int] = (64, 128, 256, 512)
   stage_blocks: Sequence[int] = (2, 2, 2, 2)
   stem_mid: int = 45
+  stem_stride: int = 2
+  fc_init_std: float = 0.01
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
   dtype: Any = jnp.float32
@@ -121,7 +126,8 @@ class R2Plus1D(nn.Module):
       epsilon=self.bn_epsilon,
       dtype=self.dtype,
     )
-    x = conv(self.stem_mid, (1, 7, 7), (1, 2, 2), name='stem_spatial')(x)
+    s = self.stem_stride
+    x = conv(self.stem_mid, (1, 7, 7), (1, s, s), name='stem_spatial')(x)
     x = nn.relu(norm(name='stem_spatial_bn')(x))
     x = conv(self.widths[0], (3, 1, 1), name='stem_temporal')(x)
     x = nn.relu(norm(name='stem_temporal_bn')(x))
@@ -130,8 +136,11 @@ class R2Plus1D(nn.Module):
         stride = 2 if stage > 0 and i == 0 else 1
         x = R2Plus1DBlock(width, stride, conv, norm, name=f'layer{stage + 1}_block{i}')(x)
     pooled = heads.global_pool(x)
-    # torchvision's init: FC N(0, 0.01) with zero bias; convs Kaiming-normal fan-out.
+    # torchvision's init: FC N(0, fc_init_std = 0.01) with zero bias; convs Kaiming-normal fan-out.
     logits = nn.Dense(
-      self.num_classes, dtype=jnp.float32, kernel_init=layers.fc_kernel_init, name='fc'
+      self.num_classes,
+      dtype=jnp.float32,
+      kernel_init=nn.initializers.normal(stddev=self.fc_init_std),
+      name='fc',
     )(pooled)
     return logits, {'pooled': pooled}

@@ -30,21 +30,10 @@ from avsf_jax.input import feature_banks, ltl_data
 from avsf_jax.input.prepare import synthetic_untrimmed as su
 from avsf_jax.models import ltl_models
 
-SPLIT_NUMBERS = {'train': 0, 'val': 1}
-
-
-def _seed(seed: int, *parts: int) -> int:
-  return int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0])
-
 
 def video_list(split: str, per_class: int, seed: int) -> list[tuple[str, int]]:
   """(class name, generator seed) of a split's videos, class-major, as `su.generate` makes them."""
-  number = SPLIT_NUMBERS[split]
-  return [
-    (name, _seed(seed, number, c, i))
-    for c, name in enumerate(su.CLASS_NAMES)
-    for i in range(per_class)
-  ]
+  return su.video_list(split, per_class, seed)
 
 
 def pair_inputs(video: su.Video, hop_s: float, stats) -> dict[str, np.ndarray]:

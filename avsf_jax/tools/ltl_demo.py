@@ -1,6 +1,6 @@
 r"""Listen to Look end to end on `synthetic_untrimmed`, on CPU (spec §8.2; `make demo-ltl`).
 
-  python -m avsf_jax.tools.ltl_demo --out=demo_run/ltl [--scale=1.0]
+  python -m avsf_jax.tools.ltl_demo --out=demo_run/ltl [--scale=1.0] [--finetune_data=clips]
 
 Stages, each a job of the shared loop (`train.train_and_evaluate`) with a variant of
 `configs/listen_to_look.py`, each skipped when its output exists (the command resumes):
@@ -8,7 +8,8 @@ Stages, each a job of the shared loop (`train.train_and_evaluate`) with a varian
   1. teacher       clip_finetune of a tiny R(2+1)D on the trimmed clips -> teacher export
   2. distillation  IMGAUD2VID image+audio, image-only, audio-only (L1 + 100 KL, frozen teacher)
                    -> student exports (`write_student_export`)
-  3. finetune      the image-audio student fine-tuned on the clips (init_from its export)
+  3. finetune      the image-audio student fine-tuned (init_from its export) on the trimmed
+                   clips' pairs, or on the untrimmed training videos' (`--finetune_data`)
   4. banks         `tools.extract_preview_features` on the untrimmed videos
   5. skimming      Ours, NON-RECURRENT and LSTM on the banks (Psi + FC_cls from step 3);
                    Ours also at s = 5 and every early stop; the §4 selections
@@ -57,34 +58,12 @@ def _train(config, workdir: str) -> tuple[dict, experiment_lib.Experiment, dict]
   """Trains (or reuses) a job; returns (eval results, experiment, eval variables)."""
   results_path = os.path.join(workdir, 'eval_results.json')
   ex = experiment_lib.Experiment(config)
-  if not jax.tree.leaves(ex.abstract_variables['batch_stats']):
-    results, variables = _train_in_memory(config, ex, results_path)
-    return results, ex, variables
   if not os.path.exists(results_path):
     train.train_and_evaluate(config, workdir)
   with open(results_path) as f:
     results = json.load(f)
   variables, _ = ex.restore(workdir)
   return results, ex, variables
-
-
-def _train_in_memory(config, ex, results_path: str) -> tuple[dict, dict]:
-  """The shared `train.Trainer` loop without checkpoints, for a model without BatchNorm (the
-  LSTM baseline): `train_and_evaluate`'s final checkpoint stores the evaluation's BN
-  statistics, and orbax refuses to save an empty tree ('Found empty item'). Same steps, same
-  batches, same jitted `train_step`; retrained on a rerun (seconds)."""
-  trainer = train.Trainer(config, experiment=ex)
-  state = trainer.initial_state()
-  batches = ex.train_batches(seed=config.seed)
-  for _ in range(trainer.total_steps):
-    state, _ = trainer.train_step(state, next(batches), trainer.train_rng)
-  variables = jax.device_get(state.variables())
-  results, _ = ex.evaluate(variables, multi_view=False)
-  results = {k: v for k, v in results.items() if np.ndim(v) == 0}
-  os.makedirs(os.path.dirname(results_path), exist_ok=True)
-  with open(results_path, 'w') as f:
-    json.dump({k: float(v) for k, v in results.items()}, f, indent=1, sort_keys=True)
-  return results, variables
 
 
 def write_student_export(output_dir, experiment, variables, *, overwrite: bool = False):
@@ -153,7 +132,21 @@ def _skimming_export(path: str, ex, variables) -> None:
     )
 
 
-def clip_stage(out: str, scale: float, stages: Stages) -> dict:
+# `--finetune_data`: the fine-tuning's training pairs (the `demo_finetune` overrides).
+FINETUNE_DATA = {
+  'clips': {},  # the trimmed clips' pairs (the default)
+  # spec §8.2 step 3: 16 pairs of each training video, one epoch (160 steps of 32)
+  'video_pairs': {'input.dataset': 'synthetic_ltl_pairs', 'optim.num_epochs': 1.0},
+  'mixed': {
+    'input.dataset': 'synthetic_ltl_pairs',
+    'ltl_data.pairs_per_video': 4,
+    'ltl_data.with_clips': True,
+    'optim.num_epochs': 2.0,
+  },
+}
+
+
+def clip_stage(out: str, scale: float, stages: Stages, finetune_data: str = 'clips') -> dict:
   res = {}
   config = _config('demo_teacher', scale)
   r, ex, v = _train(config, f'{out}/teacher')
@@ -184,7 +177,12 @@ def clip_stage(out: str, scale: float, stages: Stages) -> dict:
   }
   res['student_gmacs_per_pair'] = stats.model_stats(student, pair)['gflops']
   res['teacher_over_student'] = res['teacher_gmacs_per_clip'] / res['student_gmacs_per_pair']
-  config = _config('demo_finetune', scale, init_from=f'{out}/distillation_student')
+  config = _config(
+    'demo_finetune',
+    scale,
+    init_from=f'{out}/distillation_student',
+    **FINETUNE_DATA[finetune_data],
+  )
   r, ex, v = _train(config, f'{out}/finetune')
   _export(f'{out}/finetune_export', ex, v)
   res['finetune_top1'] = r['top1']
@@ -414,12 +412,19 @@ def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--out', required=True)
   parser.add_argument('--scale', type=float, default=1.0)
+  parser.add_argument(
+    '--finetune_data',
+    choices=sorted(FINETUNE_DATA),
+    default='clips',
+    help="the fine-tuning's pairs: the trimmed clips', the untrimmed training videos' "
+    '(spec 8.2 step 3) or both',
+  )
   console.add_verbose_argument(parser)
   args = parser.parse_args(argv)
   start = time.time()
   os.makedirs(args.out, exist_ok=True)
   stages = Stages()
-  results = {'clips': clip_stage(args.out, args.scale, stages)}
+  results = {'clips': clip_stage(args.out, args.scale, stages, args.finetune_data)}
   c_pair = results['clips']['student_gmacs_per_pair']
   results['skimming'] = skim_stage(args.out, args.scale, c_pair, stages)
   results['banks'] = bank_facts(f'{args.out}/banks/val.npz')

@@ -70,6 +70,65 @@ def test_clip_batches_are_the_generator_clips_normalised():
   assert not np.allclose(evals[0]['video'][0], first['video'][0])
 
 
+def test_pair_batches_are_the_training_videos_pairs_with_the_video_label():
+  """synthetic_ltl_pairs: `pairs_per_video` time stamps of each untrimmed training video, the
+  frame and log-mel of `su.pair_media`, labelled with the video; evaluation is on the held-out
+  trimmed clips."""
+  config = _clip_config(batch=24, eval_batch=8)
+  config.input.dataset = ltl_data.PAIRS
+  config.ltl_data.train_videos_per_class = 1
+  config.ltl_data.pairs_per_video = 3
+  info = ltl_data.dataset_info(config)
+  assert (info.num_train_examples, info.num_eval_examples) == (24, 8)
+  batch = next(ltl_data.make_train_iterator(config, seed=0))
+  assert set(batch) == {'image', 'audio', 'label'}
+  assert batch['image'].shape == (24, 48, 48, 3) and batch['audio'].shape == (24, 101, 40, 1)
+  # One epoch holds every pair once: 3 of each class.
+  assert np.bincount(batch['label'], minlength=8).tolist() == [3] * 8
+  # Video 5's pairs by hand (the videos are class-major: video 5 is class 5's first).
+  name, video_seed = su.video_list('train', 1, 3)[5]
+  video = su.video(name, video_seed)
+  times = ltl_data.pair_indices(3, 5, 80, 3)
+  frames, audio = su.pair_media(video)
+  pairs = ltl_data.video_pairs(3, 1, 3, (-8.0, 2.0))
+  assert pairs['label'][15:18].tolist() == [5, 5, 5]
+  np.testing.assert_allclose(
+    pairs['image'][15:18], ltl_data.normalise_frames(frames[times]), rtol=1e-6
+  )
+  np.testing.assert_allclose(
+    pairs['audio'][15:18, ..., 0], (ltl_data.log_mel(audio[times]) + 8.0) / 2.0, atol=1e-4
+  )
+  first, end = su.segment_pairs(video.segment_start_s, video.segment_end_s, su.pair_times())
+  assert pairs['in_segment'][15:18].tolist() == [first <= t < end for t in times]
+  evals = list(ltl_data.make_eval_iterator(config))
+  clips = ltl_data.clips(3, 'eval', 1, 1, (-8.0, 2.0))
+  np.testing.assert_array_equal(evals[0]['image'], clips['image'])
+  # with_clips: the trimmed training clips' pairs join them (8 more, their clip labels).
+  config.ltl_data.with_clips = True
+  config.input.batch_size = 32
+  assert ltl_data.dataset_info(config).num_train_examples == 32
+  mixed = next(ltl_data.make_train_iterator(config, seed=0))
+  assert np.bincount(mixed['label'], minlength=8).tolist() == [4] * 8
+  train_clips = ltl_data.clips(3, 'train', 1, 1, (-8.0, 2.0))
+  for image, audio, label in zip(train_clips['image'], train_clips['audio'], train_clips['label']):
+    same = [
+      i
+      for i in range(32)
+      if np.array_equal(mixed['image'][i], image) and np.array_equal(mixed['audio'][i], audio)
+    ]
+    assert len(same) == 1 and mixed['label'][same[0]] == label
+
+
+def test_pair_indices_are_distinct_sorted_and_checked():
+  picks = ltl_data.pair_indices(0, 7, 80, 16)
+  assert len(set(picks.tolist())) == 16 and picks.tolist() == sorted(picks.tolist())
+  assert 0 <= picks.min() and picks.max() < 80
+  np.testing.assert_array_equal(picks, ltl_data.pair_indices(0, 7, 80, 16))
+  assert not np.array_equal(picks, ltl_data.pair_indices(0, 8, 80, 16))
+  with pytest.raises(ValueError, match='pairs_per_video=81'):
+    ltl_data.pair_indices(0, 0, 80, 81)
+
+
 def _write_banks(tmp_path, n_videos=6, length=10):
   rng = np.random.default_rng(0)
   image = [rng.standard_normal((length, 3)).astype(np.float32) for _ in range(n_videos)]

@@ -82,6 +82,25 @@ def test_teacher_res5_is_2x7x7_and_descriptor_512():
   assert aux['pooled'].shape == (1, 512) and logits.shape == (1, 400)
 
 
+def test_teacher_stem_stride_4_quarters_the_full_rate_maps():
+  """The demo's tiny teacher: a 16 x 48 x 48 clip with stem stride 4 leaves a 12 x 12 stem map
+  (stride 2: 24 x 24) and a 2 x 2 x 2 res5 map."""
+  fields = {'num_classes': 8, 'widths': (16, 16, 32, 64), 'stage_blocks': (1,) * 4, 'stem_mid': 16}
+  video = jnp.zeros((1, 16, 48, 48, 3))
+  for stride, stem, res5 in ((2, 24, 3), (4, 12, 2)):
+    model = r2plus1d.R2Plus1D(**fields, stem_stride=stride)
+    _, state = _abstract_apply(
+      model,
+      {'video': video},
+      capture_intermediates=lambda m, _: m.name in ('stem_spatial', 'layer4_block0'),
+      mutable=['intermediates'],
+    )
+    (stem_map,) = state['intermediates']['stem_spatial']['__call__']
+    (res5_map,) = state['intermediates']['layer4_block0']['__call__']
+    assert stem_map.shape == (1, 16, stem, stem, 16)
+    assert res5_map.shape == (1, 2, res5, res5, 64)
+
+
 def test_midplanes_follow_torchvision_rule():
   # (in*out*27) // (in*9 + 3*out) for each distinct (in, out) of R(2+1)D-18.
   pairs = [(64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 512), (512, 512)]

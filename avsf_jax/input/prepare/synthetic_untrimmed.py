@@ -218,6 +218,19 @@ def _seed(seed: int, *parts: int) -> int:
   return int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0])
 
 
+def video_list(split: str, per_class: int, seed: int = 0) -> list[tuple[str, int]]:
+  """(class name, `video` seed) of a split's untrimmed videos, class-major, as `generate`
+  makes them with the default splits (train is split 0, val split 1)."""
+  if split not in SPLITS:
+    raise ValueError(f'video_list: split={split!r}; expected one of {tuple(SPLITS)}')
+  number = tuple(SPLITS).index(split)
+  return [
+    (name, _seed(seed, number, c, i))
+    for c, name in enumerate(CLASS_NAMES)
+    for i in range(per_class)
+  ]
+
+
 def _write(path: str, frames: np.ndarray, audio: np.ndarray) -> None:
   synthetic.write_video(path, frames, FPS, audio[None], SAMPLE_RATE)
 

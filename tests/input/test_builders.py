@@ -135,6 +135,17 @@ def test_synthetic_squares_share_a_white_border_around_their_colour():
     assert len(ys) == ring  # exactly the 3-pixel frame around the coloured inside
 
 
+def test_write_video_writes_the_same_bytes_every_time(tmp_path):
+  """A dataset built twice is the same dataset (threaded libx264 gave other bytes per call)."""
+  frames, fps, audio, rate = synthetic.clip_media('blue_left_high', seed=123)
+  written = []
+  for i in range(3):
+    path = tmp_path / f'{i}.mp4'
+    synthetic.write_video(str(path), frames, fps, audio, rate)
+    written.append(path.read_bytes())
+  assert written[0] == written[1] == written[2]
+
+
 def test_every_builder_is_reachable_by_name(tmp_path):
   for name in ('kinetics400', 'kinetics_sounds', 'synthetic_av', 'charades', 'epic_kitchens'):
     builder = builders.get_builder(name, str(tmp_path))

@@ -38,6 +38,27 @@ _FRAME_RATES = (24, 25, 30)
 _SAMPLE_RATES = (22050, 44100, 48000)
 
 
+def rgb_to_yuv420p(image: np.ndarray) -> np.ndarray:
+  """uint8 RGB (H, W, 3), H and W even -> the planar yuv420p array PyAV takes ((H * 3 / 2, W):
+  Y, then U and V), BT.601 limited range with 2 x 2 averaged chroma, as ffmpeg converts.
+
+  Done here because ffmpeg's own conversion (swscale, used when an RGB frame is encoded) gave
+  other pixels on some calls, so a dataset generated twice differed (tested)."""
+  height, width = image.shape[:2]
+  if height % 2 or width % 2:
+    raise ValueError(f'yuv420p needs an even frame size, got {width}x{height}')
+  r, g, b = np.moveaxis(image.astype(np.float64), -1, 0)
+  y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+  u = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
+  v = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
+
+  def half(c):
+    return c.reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3)).reshape(-1, width)
+
+  planes = np.concatenate([y, half(u), half(v)], axis=0)
+  return np.clip(np.round(planes), 0, 255).astype(np.uint8)
+
+
 def write_video(
   path: str,
   frames: np.ndarray,
@@ -62,6 +83,7 @@ def write_video(
     vstream.width, vstream.height = frames.shape[2], frames.shape[1]
     vstream.pix_fmt = 'yuv420p'
     vstream.options = {'preset': 'veryfast', **({'g': str(gop)} if gop else {})}
+    vstream.codec_context.thread_count = 1  # one encoder thread: the same bytes every time
     if rotation:
       vstream.set_display_rotation(rotation)
     astream = None
@@ -70,7 +92,7 @@ def write_video(
       astream = container.add_stream('aac', rate=sample_rate, layout=layout)
     offset = int(round(video_start_s * fps))
     for i, image in enumerate(frames):
-      frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format='rgb24')
+      frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(image), format='yuv420p')
       frame.pts = i + offset
       frame.time_base = fractions.Fraction(1, fps)
       for packet in vstream.encode(frame):

@@ -136,7 +136,8 @@ def test_synthetic_squares_share_a_white_border_around_their_colour():
 
 
 def test_write_video_writes_the_same_bytes_every_time(tmp_path):
-  """A dataset built twice is the same dataset (threaded libx264 gave other bytes per call)."""
+  """One clip encoded three times in a process gives the same bytes (with swscale's RGB
+  conversion and threaded x264 it did not)."""
   frames, fps, audio, rate = synthetic.clip_media('blue_left_high', seed=123)
   written = []
   for i in range(3):

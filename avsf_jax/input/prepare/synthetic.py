@@ -43,7 +43,9 @@ def rgb_to_yuv420p(image: np.ndarray) -> np.ndarray:
   Y, then U and V), BT.601 limited range with 2 x 2 averaged chroma, as ffmpeg converts.
 
   Done here because ffmpeg's own conversion (swscale, used when an RGB frame is encoded) gave
-  other pixels on some calls, so a dataset generated twice differed (tested)."""
+  other pixels on some calls of one process; with this and one x264 thread, one clip encoded
+  again in a process gives the same bytes (tested). Two builds of a dataset in separate
+  processes still differ in some clips (a sixth in one measurement): not solved."""
   height, width = image.shape[:2]
   if height % 2 or width % 2:
     raise ValueError(f'yuv420p needs an even frame size, got {width}x{height}')
@@ -83,7 +85,7 @@ def write_video(
     vstream.width, vstream.height = frames.shape[2], frames.shape[1]
     vstream.pix_fmt = 'yuv420p'
     vstream.options = {'preset': 'veryfast', **({'g': str(gop)} if gop else {})}
-    vstream.codec_context.thread_count = 1  # one encoder thread: the same bytes every time
+    vstream.codec_context.thread_count = 1  # one encoder thread (see rgb_to_yuv420p)
     if rotation:
       vstream.set_display_rotation(rotation)
     astream = None

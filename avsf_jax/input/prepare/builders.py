@@ -229,7 +229,8 @@ class SyntheticAv(Kinetics400, skip_registration=True):
   VERSION = tfds.core.Version('1.2.0')
   RELEASE_NOTES = {
     **VideoBuilder.RELEASE_NOTES,
-    '1.2.0': f'Generator {synthetic.GENERATOR_VERSION}: bright squares on a dark background.',
+    '1.2.0': f'Generator {synthetic.GENERATOR_VERSION}: larger bright squares with a white border '
+    'on a dark background that pans with them.',
   }
   seed = 0
   clips_per_class = synthetic.SPLITS
@@ -238,8 +239,9 @@ class SyntheticAv(Kinetics400, skip_registration=True):
     return list(synthetic.CLASS_NAMES)
 
   def make_raw_files(self, manual_dir: str) -> None:
-    """Generates the mp4s and CSVs unless their completion marker is there (a folder left
-    half-written by a killed run is generated again: generation is deterministic)."""
+    """Generates the mp4s and CSVs unless their completion marker, written by this generator
+    version, is there (a folder left half-written by a killed run is generated again: every
+    clip's content is a function of its seed)."""
     marker = os.path.join(manual_dir, RAW_COMPLETE)
     if os.path.exists(marker):
       with open(marker) as f:

@@ -72,11 +72,14 @@ def test_pretraining_settings_follow_the_curriculum_and_the_config():
   steps = config.optim.num_epochs * 30
   assert steps == int(steps) and settings.hard_from_step == round(steps / 2)
   assert settings.negative_group == 16 // jax.device_count()
+  # The demo weighs ROT 0.1 (configs/self_supervised.py: DEMO_ROTATION_WEIGHT); AVS 1.
   assert (settings.avs_hard_fraction, settings.rotation_weight, settings.avs_weight) == (
     0.25,
-    1.0,
+    0.1,
     1.0,
   )
+  assert config.optim.base_lr == 0.3
+  assert pretraining.Pretraining(_config('demo_avs'), INFO).settings().rotation_weight == 1.0
   spec = task.input_spec(train=True)
   assert spec['slow'].shape == (4, 32, 32, 3) and spec['fast'].shape == (8, 32, 32, 3)
   assert spec['audio'].shape == (32, 40, 1)
@@ -270,3 +273,17 @@ def test_config_variants_follow_the_recipes():
     helpers.load_config('configs/self_supervised.py:probe_ucf101:4')
   with pytest.raises(ValueError, match='unknown variant'):
     helpers.load_config('configs/self_supervised.py:pretrain')
+
+
+def test_pretraining_optimizer_scales_the_avs_modules_only_when_asked():
+  config = _config('demo_avs')
+  config.pretraining.avs_head_lr_multiplier = 1.0
+  assert pretraining.Pretraining(config, INFO).optimizer(lambda step: 0.1) is None
+  config.pretraining.avs_head_lr_multiplier = 4.0
+  config.optim.weight_decay = 0.0
+  config.optim.momentum = 0.0
+  tx = pretraining.Pretraining(config, INFO).optimizer(lambda step: 0.1)
+  params = {'avs_res3_audio': {'b': jnp.ones((2,))}, 'audio_res3': {'b': jnp.ones((2,))}}
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  assert np.allclose(updates['avs_res3_audio']['b'], -0.4)
+  assert np.allclose(updates['audio_res3']['b'], -0.1)

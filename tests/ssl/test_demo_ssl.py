@@ -81,6 +81,4 @@ def test_two_runs_write_identical_tables(tmp_path, monkeypatch):
       'probe_rate_margin (ROT + AVS - random init)',
     ]
   )
-  assert all(
-    c['pass'] == (c['value'] >= c['threshold']) for c in checks.values()
-  )
+  assert all(c['pass'] == (c['value'] >= c['threshold']) for c in checks.values())

@@ -270,7 +270,7 @@ PRETRAINING = {
   'rotation_features': 'visual',  # 'visual' (Slow + Fast pool5) or 'all' (with Audio)
   'rotation_weight': 1.0,
   'avs_weight': 1.0,
-  # Learning-rate multiplier of the AVS-only modules (every top-level module named `avs_*`:
+  # Learning-rate multiplier of the AVS-only modules (every module named `avs_*`, at any depth:
   # the junctions' projections and the pool5 loss-only fusion block); 1 = the recipe's LR.
   'avs_head_lr_multiplier': 1.0,
 }

@@ -25,13 +25,17 @@ from avsf_jax.models import ltl_models
 from avsf_jax.tasks import base
 
 
+# Clip models that read the teacher's 'video' clip (the rest read 'image' and/or 'audio').
+VIDEO_MODELS = ('r2plus1d', 'slowfast_clip')
+
+
 def clip_inputs(config, model_config=None) -> dict[str, tuple[int, ...]]:
   """Per-example shapes of a clip model's inputs: frames of `input.crop_size`, the teacher's
   `input.num_frames`, and the preview log-mel of `audio.num_frames` x `audio.num_mel_bins`
   (the paper's 101 x 40: 1 s of 16-kHz audio, spec §2.2)."""
   model_config = model_config or config.model
   size = config.input.crop_size
-  if model_config.name == 'r2plus1d':
+  if model_config.name in VIDEO_MODELS:
     return {'video': (config.input.num_frames, size, size, 3)}
   audio = (config.audio.num_frames, config.audio.num_mel_bins, 1)
   shapes = {'image': (size, size, 3), 'audio': audio}
@@ -74,7 +78,8 @@ def gather(predict_fn, variables, batches, progress, keys) -> dict[str, np.ndarr
 
 
 class ClipFinetune(base.Task):
-  """Cross-entropy on clips for the student (`imgaud`) or the teacher (`r2plus1d`)."""
+  """Cross-entropy on clips for the student (`imgaud`) or a teacher (`r2plus1d`,
+  `slowfast_clip`)."""
 
   name = 'clip_finetune'
 
@@ -86,10 +91,10 @@ class ClipFinetune(base.Task):
       )
 
   def build_model(self):
-    if self.config.model.get('name') not in ('imgaud', 'r2plus1d'):
+    if self.config.model.get('name') not in ('imgaud', *VIDEO_MODELS):
       raise ValueError(
         f'clip_finetune: config.model.name={self.config.model.get("name")!r}; expected '
-        "'imgaud' (the student) or 'r2plus1d' (the teacher)"
+        f"'imgaud' (the student) or a teacher: {', '.join(map(repr, VIDEO_MODELS))}"
       )
     return ltl_models.build(self.config.model)
 

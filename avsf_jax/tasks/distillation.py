@@ -118,7 +118,7 @@ class Distillation(base.Task):
   """IMGAUD2VID (paper §3.2): the student learns the frozen teacher's descriptor and posterior.
 
   Config: `config.model` is the student (`name='imgaud'`), `config.distill.teacher` the
-  teacher (`name='r2plus1d'`), `config.distill.teacher_export` the export whose variables the
+  teacher (`name='r2plus1d'` or `'slowfast_clip'`), `config.distill.teacher_export` the export whose variables the
   teacher takes (a `clip_finetune` teacher, or a converted torchvision R(2+1)D-18 written with
   `export.write_from_config`; empty: the teacher's fresh init, for tests), and
   `config.distill.kl_weight` lambda. Batches: the student's inputs, 'video' (the teacher's
@@ -142,10 +142,10 @@ class Distillation(base.Task):
         f'distillation: config.model.name={self.config.model.get("name")!r}; '
         "expected 'imgaud' (the student)"
       )
-    if self.config.distill.teacher.get('name') != 'r2plus1d':
+    if self.config.distill.teacher.get('name') not in clip_finetune.VIDEO_MODELS:
       raise ValueError(
         f'distillation: config.distill.teacher.name={self.config.distill.teacher.get("name")!r};'
-        " expected 'r2plus1d'"
+        f' expected one of {clip_finetune.VIDEO_MODELS}'
       )
     return StudentTeacher(
       student=ltl_models.build(self.config.model),

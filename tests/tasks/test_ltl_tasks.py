@@ -32,14 +32,22 @@ def _clip_config(variant):
   config.input.crop_size = config.input.test_crop_size = 16
   config.input.num_frames = 4
   config.audio.num_frames, config.audio.num_mel_bins = 12, 8
-  config.model.widths = (4, 4, 4, 8)
+  # The teacher: a tiny R(2+1)D (D = 8) here; the demo's SlowFast teacher (`slowfast_clip`)
+  # is tested in tests/models/test_slowfast_clip.py and run by `make demo-ltl`.
+  tiny_teacher = {
+    'name': 'r2plus1d',
+    'num_classes': 8,
+    'widths': (4, 4, 4, 8),
+    'stem_mid': 4,
+    'dtype': 'float32',
+  }
   if config.model.name == 'imgaud':
+    config.model.widths = (4, 4, 4, 8)
     config.model.embed_dim = 8
     config.model.fusion_hidden = 8
   else:
-    config.model.stem_mid = 4
-  config.distill.teacher.widths = (4, 4, 4, 8)
-  config.distill.teacher.stem_mid = 4
+    config.model = ml_collections.ConfigDict(tiny_teacher)
+  config.distill.teacher = ml_collections.ConfigDict(tiny_teacher)
   return config
 
 
@@ -176,6 +184,11 @@ def test_clip_finetune_inputs_follow_the_model():
     spec = tasks.create(_clip_config(variant), INFO).input_spec(train=True)
     assert set(spec) == keys, variant
   assert spec['audio'].shape == (12, 8, 1)
+  # The demo's own teacher, a SlowFast clip model, reads the 16-frame clip too.
+  config = helpers.load_config('configs/listen_to_look.py:demo_teacher')
+  assert config.model.name == 'slowfast_clip'
+  spec = tasks.create(config, INFO).input_spec(train=True)
+  assert {k: v.shape for k, v in spec.items()} == {'video': (16, 48, 48, 3)}
 
 
 def test_clip_finetune_loss_is_cross_entropy_and_evaluate_counts_real_clips():

@@ -24,7 +24,6 @@ import optax
 from avsf_jax.models import ltl_models
 from avsf_jax.tasks import base
 
-
 # Clip models that read the teacher's 'video' clip (the rest read 'image' and/or 'audio').
 VIDEO_MODELS = ('r2plus1d', 'slowfast_clip')
 

@@ -114,6 +114,16 @@ class StudentTeacher(nn.Module):
     return logits, aux
 
 
+def wrap_slowfast_export(teacher_config, variables: dict[str, Any]) -> dict[str, Any]:
+  """A `slowfast_clip` teacher keeps its SlowFast under 'net'; an export of a project
+  SlowFast / Slow-only classifier (`python -m avsf_jax.main` + `evaluate --export`) has the
+  same variables at its root. Those are moved under 'net'; anything else is returned as is
+  (and checked against the teacher's shapes by `init_variables`)."""
+  if teacher_config.get('name') != 'slowfast_clip' or 'net' in variables['params']:
+    return variables
+  return {collection: {'net': tree} for collection, tree in variables.items()}
+
+
 class Distillation(base.Task):
   """IMGAUD2VID (paper §3.2): the student learns the frozen teacher's descriptor and posterior.
 
@@ -166,7 +176,8 @@ class Distillation(base.Task):
     source = self.config.distill.get('teacher_export', '')
     if not source:
       return None
-    return clip_finetune.export_variables(source, 'config.distill.teacher_export')
+    variables = clip_finetune.export_variables(source, 'config.distill.teacher_export')
+    return wrap_slowfast_export(self.config.distill.teacher, variables)
 
   def init_variables(self, model, rng):
     variables = super().init_variables(model, rng)

@@ -15,7 +15,8 @@ import pytest
 
 from avsf_jax import export, tasks, train
 from avsf_jax.input import info as info_lib
-from avsf_jax.models import ltl_models
+from avsf_jax.models import build, ltl_models
+from avsf_jax.tasks import distillation
 from tests import helpers
 
 INFO = info_lib.DatasetInfo(
@@ -162,6 +163,46 @@ def test_distillation_rejects_a_teacher_export_of_another_shape():
   task.__dict__['teacher_variables'] = {k: wrong[k]['teacher'] for k in ('params', 'batch_stats')}
   with pytest.raises(ValueError, match="teacher_export='EXPORT'.*do not fit"):
     jax.eval_shape(functools.partial(task.init_variables, model), jax.random.key(0))
+
+
+def test_a_slowfast_classifier_export_fits_a_slowfast_clip_teacher():
+  """The variables of a project SlowFast classifier (the root of its export) are the
+  `slowfast_clip` teacher's 'net': `wrap_slowfast_export` moves them there and they fit the
+  teacher (shapes only: `jax.eval_shape`); unwrapped, they are refused by name."""
+  config = _clip_config('demo_distillation')
+  backbone = helpers.load_config('configs/listen_to_look.py:demo_teacher').model.backbone
+  config.distill.teacher = ml_collections.ConfigDict(
+    {'name': 'slowfast_clip', 'num_classes': 8, 'backbone': backbone.to_dict()}
+  )
+  config.distill.teacher_export = 'EXPORT'
+  classifier = build.build_model({**backbone.to_dict(), 'num_classes': 8})
+  video = jnp.zeros((1, 4, 16, 16, 3))
+  theirs = jax.eval_shape(
+    functools.partial(classifier.init, train=False),
+    jax.random.key(0),
+    {'slow': video[:, ::2], 'fast': video},
+  )
+  theirs = {
+    c: jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), theirs[c])
+    for c in ('params', 'batch_stats')
+  }
+
+  task = tasks.create(config, INFO)
+  model = task.build_model()
+  task.__dict__['teacher_variables'] = distillation.wrap_slowfast_export(
+    config.distill.teacher, theirs
+  )
+  got = jax.eval_shape(functools.partial(task.init_variables, model), jax.random.key(1))
+  for collection in ('params', 'batch_stats'):
+    assert jax.tree.map(np.shape, got[collection]['teacher']['net']) == jax.tree.map(
+      np.shape, theirs[collection]
+    )
+  # Already wrapped (the demo's own clip_finetune teacher export): left as it is.
+  wrapped = task.__dict__['teacher_variables']
+  assert distillation.wrap_slowfast_export(config.distill.teacher, wrapped) is wrapped
+  task.__dict__['teacher_variables'] = theirs
+  with pytest.raises(ValueError, match="teacher_export='EXPORT'.*do not fit"):
+    jax.eval_shape(functools.partial(task.init_variables, model), jax.random.key(1))
 
 
 def test_distillation_config_errors_name_the_fields():

@@ -209,10 +209,9 @@ def get_config(arg=None):
       config.task = 'clip_finetune'
       config.model = student_model(demo, SINGLE.get(job, ('image', 'audio')))
       config.optim.base_lr, config.optim.num_epochs = (0.02, 8.0) if demo else (0.01, 30.0)
-      # The demo fine-tunes on the trimmed clips' pairs. Spec §8.2 step 3 fine-tunes on the
-      # untrimmed training videos' pairs with the video's label: `input.dataset =
-      # 'synthetic_ltl_pairs'` (`ltl_demo --finetune_data=video_pairs`, 1 epoch = 160 steps);
-      # in the budget it costs the student its action accuracy (docs/listen_to_look.md).
+      # On the trimmed clips' pairs here; `ltl_demo` (`--finetune_data`, default 'mixed') adds
+      # one pair of each untrimmed training video with the video's label (spec §8.2 step 3:
+      # `input.dataset = 'synthetic_ltl_pairs'`); docs/listen_to_look.md compares them.
   else:
     config.task = 'skimming'
     config.input.dataset = 'ltl_banks'

@@ -40,7 +40,7 @@ COLOURS = {
   'blue': (25, 45, 255),
   'yellow': (225, 205, 30),
 }
-RATES = {'slow': 1.5, 'medium': 3.0, 'fast': 6.0}  # Hz of the underlying Poisson process
+RATES = {'slow': 1.5, 'medium': 3.0, 'fast': 6.0}  # Hz: 1 / mean of a gap's random part
 CLASS_NAMES = tuple(f'{c}_{r}' for c in COLOURS for r in RATES)
 SPLITS = {'pretrain': 40, 'train': 20, 'test': 10}  # clips per class
 WIDTH, HEIGHT, DURATION_S = synthetic.WIDTH, synthetic.HEIGHT, synthetic.DURATION_S
@@ -77,7 +77,7 @@ class SyncClip:
   audio: np.ndarray  # (channels, samples) float32
   sample_rate: int
   events: np.ndarray  # event (bounce = flash onset = burst onset) times in [0, DURATION_S)
-  rate: float  # Hz of the Poisson process
+  rate: float  # Hz of the event process (before the dead time)
   pitch: float  # Hz of the bursts (random, not a label)
 
 
@@ -100,7 +100,7 @@ def colour_label(label: int) -> int:
 
 
 def expected_event_rate(rate: float, min_gap: float = MIN_GAP_S) -> float:
-  """Mean events per second of a Poisson process of `rate` with dead time `min_gap`."""
+  """Mean events per second of a renewal process of `rate` with dead time `min_gap`."""
   return 1.0 / (min_gap + 1.0 / rate)
 
 

@@ -130,7 +130,13 @@ def clip_arrays(class_name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _cache_path(options: dict) -> str:
   root = os.environ.get('AVSF_DATA_DIR') or os.path.expanduser('~/.cache/avsf_jax/datasets')
   key = repr(
-    (FORMAT_VERSION, sync.SQUARE_SIDES, options['seed'], sorted(options['clips_per_class'].items()))
+    (
+      FORMAT_VERSION,
+      sync.GENERATOR_VERSION,
+      sync.SQUARE_SIDES,
+      options['seed'],
+      sorted(options['clips_per_class'].items()),
+    )
   )
   digest = hashlib.sha256(key.encode()).hexdigest()[:12]
   return os.path.join(root, DATASET, f'{digest}.npz')

@@ -8,10 +8,13 @@ import multiprocessing
 import os
 import sys
 
+import tensorflow_datasets as tfds
+
 from avsf_jax.input.prepare import annotations, builders
 from avsf_jax.input.prepare import synthetic_av_sync as sync
 
 SPLIT_FILES = {split: f'{split}.csv' for split in sync.SPLITS}
+_GENERATOR_STAMP = f'synthetic_av_sync generator {sync.GENERATOR_VERSION}\n'
 
 
 def sync_records(manual_dir: str) -> dict[str, list[dict]]:
@@ -50,6 +53,13 @@ class SyntheticAvSync(builders.VideoBuilder, skip_registration=True):
   """Generated as mp4 into manual_dir (if absent), then prepared like Kinetics."""
 
   name = 'synthetic_av_sync'
+  VERSION = tfds.core.Version('1.2.0')
+  RELEASE_NOTES = {
+    **builders.VideoBuilder.RELEASE_NOTES,
+    '1.2.0': f'Generator {sync.GENERATOR_VERSION}: event gaps are the dead time plus a gamma '
+    f'variable of shape {sync.GAP_SHAPE:g} (an exponential before), so the rate attribute can '
+    'be read from a clip (self-supervised spec 5.4 calibration).',
+  }
   seed = 0
   clips_per_class = sync.SPLITS
 
@@ -57,12 +67,20 @@ class SyntheticAvSync(builders.VideoBuilder, skip_registration=True):
     return list(sync.CLASS_NAMES)
 
   def make_raw_files(self, manual_dir: str) -> None:
+    """Generates the mp4s and CSVs unless this generator version's completion marker is there
+    (files of another version, or a half-written folder, are generated again)."""
+    marker = os.path.join(manual_dir, builders.RAW_COMPLETE)
+    if os.path.exists(marker):
+      with open(marker) as f:
+        if f.read().endswith(_GENERATOR_STAMP):
+          return
     if any(os.path.exists(os.path.join(manual_dir, f)) for f in SPLIT_FILES.values()):
-      return
+      print(f"synthetic_av_sync: {manual_dir} holds another generator's files", file=sys.stderr)
     print(f'synthetic_av_sync: generating mp4 files in {manual_dir}', file=sys.stderr)
     context = multiprocessing.get_context('spawn')
     with concurrent.futures.ProcessPoolExecutor(self.num_workers, mp_context=context) as pool:
-      sync.generate(manual_dir, self.seed, pool, self.clips_per_class)
+      count = sync.generate(manual_dir, self.seed, pool, self.clips_per_class)
+    builders.write_marker(marker, f'{count} clips\n{_GENERATOR_STAMP}')
 
   def _records(self, manual_dir):
     return sync_records(manual_dir)

@@ -45,6 +45,15 @@ RAW_COMPLETE = '.raw_complete'  # in a generated manual_dir: every raw file is w
 PREPARED_MARKER = '.prepared'  # in a data_dir: build() finished (data, class names, report)
 
 
+def generated_by(marker: str, stamp: str) -> bool:
+  """Whether a generated folder's RAW_COMPLETE `marker` exists and its text ends with `stamp`
+  (the generator version that wrote the files): otherwise they are generated again."""
+  if not os.path.exists(marker):
+    return False
+  with open(marker) as f:
+    return f.read().endswith(stamp)
+
+
 def write_marker(path: str, text: str = 'done\n') -> None:
   """Writes a completion marker atomically: a temporary file renamed into place."""
   tmp = f'{path}.tmp-{os.getpid()}'
@@ -243,10 +252,9 @@ class SyntheticAv(Kinetics400, skip_registration=True):
     version, is there (a folder left half-written by a killed run is generated again: every
     clip's content is a function of its seed)."""
     marker = os.path.join(manual_dir, RAW_COMPLETE)
+    if generated_by(marker, _GENERATOR_STAMP):
+      return
     if os.path.exists(marker):
-      with open(marker) as f:
-        if f.read().endswith(_GENERATOR_STAMP):
-          return
       print(f"synthetic_av: {manual_dir} holds an older generator's files", file=sys.stderr)
     print(f'synthetic_av: generating mp4 files in {manual_dir}', file=sys.stderr)
     context = multiprocessing.get_context('spawn')

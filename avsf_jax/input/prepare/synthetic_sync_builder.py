@@ -70,10 +70,8 @@ class SyntheticAvSync(builders.VideoBuilder, skip_registration=True):
     """Generates the mp4s and CSVs unless this generator version's completion marker is there
     (files of another version, or a half-written folder, are generated again)."""
     marker = os.path.join(manual_dir, builders.RAW_COMPLETE)
-    if os.path.exists(marker):
-      with open(marker) as f:
-        if f.read().endswith(_GENERATOR_STAMP):
-          return
+    if builders.generated_by(marker, _GENERATOR_STAMP):
+      return
     if any(os.path.exists(os.path.join(manual_dir, f)) for f in SPLIT_FILES.values()):
       print(f"synthetic_av_sync: {manual_dir} holds another generator's files", file=sys.stderr)
     print(f'synthetic_av_sync: generating mp4 files in {manual_dir}', file=sys.stderr)

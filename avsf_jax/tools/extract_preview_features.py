@@ -31,11 +31,6 @@ from avsf_jax.input.prepare import synthetic_untrimmed as su
 from avsf_jax.models import ltl_models
 
 
-def video_list(split: str, per_class: int, seed: int) -> list[tuple[str, int]]:
-  """(class name, generator seed) of a split's videos, class-major, as `su.generate` makes them."""
-  return su.video_list(split, per_class, seed)
-
-
 def pair_inputs(video: su.Video, hop_s: float, stats) -> dict[str, np.ndarray]:
   """The student's inputs for every pair of a video: 'image' (N, H, W, 3), 'audio' (N, 101,
   40, 1)."""
@@ -73,8 +68,7 @@ def load_student(export_dir: str, stats=None):
   def features(inputs):
     if stats is not None:
       mel = ltl_data.log_mel(inputs['samples'], xp=jnp)
-      audio = ((mel - stats[0]) / stats[1])[..., None]
-      inputs = {'image': inputs['image'], 'audio': audio}
+      inputs = {'image': inputs['image'], 'audio': ltl_data.normalise_log_mel(mel, stats)}
     _, aux = model.apply(variables, inputs, train=False)
     return aux
 
@@ -92,7 +86,7 @@ def extract_split(args, split: str, per_class: int, features) -> str | None:
   file's path once written."""
   parts = os.path.join(args.out, 'parts', split)
   os.makedirs(parts, exist_ok=True)
-  videos = video_list(split, per_class, args.seed)
+  videos = su.video_list(split, per_class, args.seed)
   times = su.pair_times(args.duration_s, args.hop_s)
   for index, (name, seed) in enumerate(videos):
     path = os.path.join(parts, f'{index:05d}.npz')

@@ -239,7 +239,7 @@ def test_extraction_tool_writes_resumable_sharded_banks(tmp_path):
   assert banks['fused'][0].shape == (6, 4)
   np.testing.assert_array_equal(banks['labels'], np.arange(8))
   # Video 0 by hand: its pairs through the student.
-  name, seed = extract_preview_features.video_list('val', 1, 0)[0]
+  name, seed = su.video_list('val', 1, 0)[0]
   video = su.video(name, seed, 6.0)
   inputs = extract_preview_features.pair_inputs(video, 1.0, (-8.0, 2.0))
   _, aux = jax.jit(functools.partial(student.apply, train=False))(variables, inputs)

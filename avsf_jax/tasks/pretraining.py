@@ -26,7 +26,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from avsf_jax import losses, models, optim
 from avsf_jax.models import rotation_head
@@ -43,7 +42,6 @@ PRETEXT_KEYS = (
   '_mask',
 )
 RANKING_JUNCTION = 'pool5'
-AVS_MODULE_PREFIX = 'avs_'  # the AVSlowFast modules only the AVS loss uses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,9 +268,6 @@ PRETRAINING = {
   'rotation_features': 'visual',  # 'visual' (Slow + Fast pool5) or 'all' (with Audio)
   'rotation_weight': 1.0,
   'avs_weight': 1.0,
-  # Learning-rate multiplier of the AVS-only modules (every module named `avs_*`, at any depth:
-  # the junctions' projections and the pool5 loss-only fusion block); 1 = the recipe's LR.
-  'avs_head_lr_multiplier': 1.0,
 }
 
 
@@ -285,27 +280,6 @@ def pretraining_section(config) -> dict:
       f'config.pretraining has unknown fields {unknown}; known: {sorted(PRETRAINING)}'
     )
   return {**PRETRAINING, **section}
-
-
-def scale_by_module(multipliers: Mapping[str, float]) -> optax.GradientTransformation:
-  """Multiplies the update of every leaf under a module whose name starts with a key of
-  `multipliers` (at any depth, e.g. 'backbone/avs_pool5_visual/...') by that key's value; the
-  other leaves are unchanged. Stateless; the scale is fixed by the leaves' paths."""
-
-  def factor(path) -> float:
-    for entry in path:
-      name = str(getattr(entry, 'key', ''))
-      for prefix, multiplier in multipliers.items():
-        if name.startswith(prefix):
-          return multiplier
-    return 1.0
-
-  def update(updates, state, params=None):
-    del params
-    scaled = jax.tree_util.tree_map_with_path(lambda p, u: u * factor(p), updates)
-    return scaled, state
-
-  return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
 def clip_input_spec(config, *, train: bool) -> dict[str, jax.ShapeDtypeStruct]:
@@ -370,17 +344,6 @@ class Pretraining(base.Task):
       avs_duplicate_distance=config.loss.avs_duplicate_distance,
       hard_from_step=hard_from_step(total, config.loss.avs_easy_until),
       negative_group=config.input.batch_size // jax.device_count(),
-    )
-
-  def optimizer(self, schedule):
-    """The recipe's optimizer, with the AVS modules' updates scaled by
-    `pretraining.avs_head_lr_multiplier` when it is not 1 (None: the plain recipe)."""
-    multiplier = float(self.section()['avs_head_lr_multiplier'])
-    if multiplier == 1.0:
-      return None
-    return optax.chain(
-      optim.make_optimizer(self.config.optim, schedule),
-      scale_by_module({AVS_MODULE_PREFIX: multiplier}),
     )
 
   def loss(self, model, params, batch_stats, batch, rng, step):

@@ -204,23 +204,3 @@ def test_sync_ranking_reads_pool5_with_the_audio_laterals_off():
     'hard_valid': (4,),
     'easy_valid': (4,),
   }
-
-
-def test_avs_modules_learning_rate_multiplier_scales_only_their_updates():
-  """`scale_by_module` after plain SGD: leaves under an `avs_*` module (at any depth) move by
-  lr x multiplier x gradient, every other leaf by lr x gradient."""
-  import optax  # noqa: PLC0415
-
-  params = {
-    'backbone': {
-      'avs_pool5_visual': {'dense': {'kernel': jnp.ones((2, 2))}},
-      'slow_res5': {'kernel': jnp.ones((3,))},
-    },
-    'rotation_head': {'bias': jnp.ones((4,))},
-  }
-  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
-  tx = optax.chain(optax.sgd(0.1), pretraining.scale_by_module({'avs_': 10.0}))
-  updates, _ = tx.update(grads, tx.init(params), params)
-  assert np.allclose(updates['backbone']['avs_pool5_visual']['dense']['kernel'], -0.5)
-  assert np.allclose(updates['backbone']['slow_res5']['kernel'], -0.05)
-  assert np.allclose(updates['rotation_head']['bias'], -0.05)

@@ -273,17 +273,3 @@ def test_config_variants_follow_the_recipes():
     helpers.load_config('configs/self_supervised.py:probe_ucf101:4')
   with pytest.raises(ValueError, match='unknown variant'):
     helpers.load_config('configs/self_supervised.py:pretrain')
-
-
-def test_pretraining_optimizer_scales_the_avs_modules_only_when_asked():
-  config = _config('demo_avs')
-  config.pretraining.avs_head_lr_multiplier = 1.0
-  assert pretraining.Pretraining(config, INFO).optimizer(lambda step: 0.1) is None
-  config.pretraining.avs_head_lr_multiplier = 4.0
-  config.optim.weight_decay = 0.0
-  config.optim.momentum = 0.0
-  tx = pretraining.Pretraining(config, INFO).optimizer(lambda step: 0.1)
-  params = {'avs_res3_audio': {'b': jnp.ones((2,))}, 'audio_res3': {'b': jnp.ones((2,))}}
-  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
-  assert np.allclose(updates['avs_res3_audio']['b'], -0.4)
-  assert np.allclose(updates['audio_res3']['b'], -0.1)

@@ -210,8 +210,9 @@ def get_config(arg=None):
       config.model = student_model(demo, SINGLE.get(job, ('image', 'audio')))
       config.optim.base_lr, config.optim.num_epochs = (0.02, 8.0) if demo else (0.01, 30.0)
       # On the trimmed clips' pairs here; `ltl_demo` (`--finetune_data`, default 'mixed') adds
-      # one pair of each untrimmed training video with the video's label (spec §8.2 step 3:
-      # `input.dataset = 'synthetic_ltl_pairs'`); docs/listen_to_look.md compares them.
+      # one pair of each of 20 untrimmed training videos a class, with the video's label
+      # (spec §8.2 step 3: `input.dataset = 'synthetic_ltl_pairs'`); docs/listen_to_look.md
+      # compares the choices.
   else:
     config.task = 'skimming'
     config.input.dataset = 'ltl_banks'

@@ -83,7 +83,7 @@ def _transfer(config, variant: str, split: int, instantiation: str) -> None:
   classes, train_clips = TRANSFER[dataset]
   config_lib.apply_preset(config, f'avslowfast_{instantiation}', depth=50)
   config.model.num_classes = classes
-  config.input.dataset = f'{dataset}/split{split}_ss320'
+  config.input.dataset = f'{dataset}/split{split}'
   config.input.train_split, config.input.eval_split = 'train', 'test'
   recipe = linear_probe.RECIPES['linear' if kind == 'probe' else f'fine_tune_{dataset}']
   if kind == 'probe':

@@ -22,19 +22,12 @@ from avsf_jax import console
 
 
 def get_builder(name: str, data_dir: str, *, split: int = 1, **kwargs):
-  """The builder of `name`: `builders.BUILDERS`, or the self-supervised ones (`ucf101` and
-  `hmdb51` for official split `split`, `synthetic_av_sync`)."""
-  from avsf_jax.input.prepare import builders, synthetic_sync_builder, ucf_hmdb
+  """The builder of `name` (`builders.names()`, or `name/variant`); for the builders with
+  official splits (`ucf101`, `hmdb51`) a plain name gets `/split{split}`."""
+  from avsf_jax.input.prepare import builders, ucf_hmdb
 
   if name in ucf_hmdb.BUILDERS:
-    return ucf_hmdb.get_builder(name, data_dir, split=split, **kwargs)
-  if name == synthetic_sync_builder.SyntheticAvSync.name:
-    short_side = kwargs.pop('short_side')
-    config = builders.video_config(short_side, kwargs.pop('keep_no_audio'))
-    cls = synthetic_sync_builder.SyntheticAvSync
-    if any(c.name == config.name for c in cls.BUILDER_CONFIGS):
-      config = config.name
-    return cls(data_dir=data_dir, config=config, **kwargs)
+    name = f'{name}/split{split}'
   return builders.get_builder(name, data_dir, **kwargs)
 
 
@@ -104,7 +97,7 @@ def define_flags() -> None:
     'dataset',
     None,
     'kinetics400, kinetics600, kinetics_sounds, charades, epic_kitchens, synthetic_av, '
-    'ucf101, hmdb51 (with --split), synthetic_av_sync.',
+    'ucf101, hmdb51 (with --split, or as ucf101/split2), activitynet, synthetic_av_sync.',
   )
   flags.DEFINE_string('manual_dir', None, 'Folder with the raw videos and annotation files.')
   flags.DEFINE_string(

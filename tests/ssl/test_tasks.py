@@ -262,7 +262,7 @@ def test_config_variants_follow_the_recipes():
   assert not helpers.load_config('configs/self_supervised.py:pretrain_avs').pretraining.rotation
   probe_config = helpers.load_config('configs/self_supervised.py:probe_hmdb51:3')
   assert (probe_config.task, probe_config.model.num_classes) == ('linear_probe', 51)
-  assert probe_config.input.dataset == 'hmdb51/split3_ss320'
+  assert probe_config.input.dataset == 'hmdb51/split3'
   assert (probe_config.optim.base_lr, probe_config.input.batch_size) == (0.01, 64)
   assert probe_config.optim.num_epochs * 3_570 / 64 == pytest.approx(320_000)
   assert probe_config.optim.weight_decay == 0.0

@@ -90,7 +90,7 @@ def build(
 
 def _define_flags() -> None:
   """The command's flags (defined only when run, so that importing this module adds none)."""
-  flags.DEFINE_string('dataset', None, f'one of {sorted(builders.BUILDERS)}')
+  flags.DEFINE_string('dataset', None, f'one of {builders.names()}')
   flags.DEFINE_string('manual_dir', None, 'the raw videos and annotations')
   flags.DEFINE_string('data_dir', None, 'where the prepared dataset goes')
   flags.DEFINE_string('decoded_dir', None, 'where the Beam workers put the decoded records')

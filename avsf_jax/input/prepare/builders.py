@@ -22,6 +22,7 @@ naming the shard and saying what to do, and touches nothing.
 import concurrent.futures
 import contextlib
 import dataclasses
+import importlib
 import json
 import multiprocessing
 import os
@@ -108,6 +109,15 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     '1.1.0': 'JPEG frames in a per-frame store; examples hold `frame_offset`.',
     '1.0.0': 'Frames inside the example records.',
   }
+
+  @classmethod
+  def storage_config(cls, short_side: int, keep_no_audio: bool, variant: str = ''):
+    """The builder config of these storage options; `variant` is the part of a dataset name
+    after '/' (none here: builders with variants override this)."""
+    if variant:
+      raise ValueError(f'dataset {cls.name!r} has no variants; got {cls.name}/{variant}')
+    return video_config(short_side, keep_no_audio)
+
   BUILDER_CONFIGS = [video_config()]
   MANUAL_DOWNLOAD_INSTRUCTIONS = 'See docs/data.md for the expected layout of manual_dir.'
   multi_label = False
@@ -335,6 +345,28 @@ BUILDERS = {
   cls.name: cls
   for cls in (Kinetics400, Kinetics600, KineticsSounds, SyntheticAv, Charades, EpicKitchens)
 }
+# Builders that live in modules importing this one; `builder_class` imports them on first use.
+_ELSEWHERE = {
+  'ucf101': 'ucf_hmdb',
+  'hmdb51': 'ucf_hmdb',
+  'activitynet': 'activitynet',
+  'synthetic_av_sync': 'synthetic_sync_builder',
+  'folder': 'folder',
+}
+
+
+def names() -> list[str]:
+  """Every dataset name `get_builder` knows."""
+  return sorted(set(BUILDERS) | set(_ELSEWHERE))
+
+
+def builder_class(name: str) -> type['VideoBuilder']:
+  """The builder class of dataset `name` (without a '/variant')."""
+  if name not in BUILDERS and name in _ELSEWHERE:
+    importlib.import_module(f'avsf_jax.input.prepare.{_ELSEWHERE[name]}')
+  if name not in BUILDERS:
+    raise ValueError(f'unknown dataset {name!r}; one of {names()}')
+  return BUILDERS[name]
 
 
 def get_builder(
@@ -345,10 +377,11 @@ def get_builder(
   keep_no_audio: bool = True,
   **kwargs,
 ) -> VideoBuilder:
-  if name not in BUILDERS:
-    raise ValueError(f'unknown dataset {name!r}; one of {sorted(BUILDERS)}')
-  cls = BUILDERS[name]
-  config = video_config(short_side, keep_no_audio)
+  """The builder of dataset `name`: a builder name (`kinetics400`), or `name/variant` for the
+  builders with variants (`ucf101/split2`: the official split; see `storage_config`)."""
+  base, _, variant = name.partition('/')
+  cls = builder_class(base)
+  config = cls.storage_config(short_side, keep_no_audio, variant)
   if any(c.name == config.name for c in cls.BUILDER_CONFIGS):
     config = config.name  # TFDS wants the name of a predefined config, not an equal copy
   return cls(data_dir=data_dir, config=config, **kwargs)

@@ -82,3 +82,6 @@ class SyntheticAvSync(builders.VideoBuilder, skip_registration=True):
 
   def _records(self, manual_dir):
     return sync_records(manual_dir)
+
+
+builders.BUILDERS[SyntheticAvSync.name] = SyntheticAvSync  # `builders.get_builder` finds it

@@ -87,7 +87,9 @@ def ucf101_records(manual_dir: str, split: int) -> dict[str, list[dict]]:
   the list entry's folder (the test lists carry no label column)."""
   _check_split(split)
   lists = os.path.dirname(_find_file(manual_dir, 'classInd.txt'))
-  index = {name: i for i, name in enumerate(ucf101_class_names(manual_dir))}
+  # Folders match classInd.txt ignoring case: the official files write `HandstandPushups` for
+  # videos named `v_HandStandPushups_*`.
+  index = {name.lower(): i for i, name in enumerate(ucf101_class_names(manual_dir))}
   videos = annotations.index_videos(manual_dir)
   out = {}
   for name, filename in (('train', f'trainlist0{split}.txt'), ('test', f'testlist0{split}.txt')):
@@ -99,11 +101,16 @@ def ucf101_records(manual_dir: str, split: int) -> dict[str, list[dict]]:
       for number, line in enumerate(f, 1):
         if not line.strip():
           continue
-        entry = line.split()[0].replace('\\', '/')
-        folder, _, video_name = entry.rpartition('/')
-        if folder not in index:
+        fields = line.split()
+        folder, _, video_name = fields[0].replace('\\', '/').rpartition('/')
+        label = index.get(folder.lower())
+        if label is None:
           raise ValueError(f'{path}:{number}: class {folder!r} is not in classInd.txt')
-        records.append(_record(video_name, index[folder], videos))
+        if len(fields) > 1 and fields[1] != str(label + 1):
+          raise ValueError(
+            f'{path}:{number}: index {fields[1]} disagrees with classInd.txt for {folder!r}'
+          )
+        records.append(_record(video_name, label, videos))
     out[name] = records
   return out
 
@@ -174,6 +181,25 @@ class _SplitBuilder(builders.VideoBuilder, skip_registration=True):
   BUILDER_CONFIGS = [split_config(n) for n in SPLIT_NUMBERS]
   num_classes = 0
 
+  @classmethod
+  def storage_config(cls, short_side: int, keep_no_audio: bool, variant: str = ''):
+    """`variant` names the official split: `split2` (or a config name, `split2_ss320`, whose
+    storage options must then agree); none is split 1."""
+    split_name, _, stored = (variant or 'split1').partition('_')
+    number = split_name.removeprefix('split')
+    if not split_name.startswith('split') or not number.isdigit():
+      raise ValueError(
+        f'dataset {cls.name}/{variant}: expected {cls.name}/splitN with N in {SPLIT_NUMBERS}'
+      )
+    config = split_config(int(number), short_side, keep_no_audio)
+    if stored and config.name != variant:
+      raise ValueError(
+        f'dataset {cls.name}/{variant} asks for stored data {stored!r}, but '
+        f'input.frame_short_side={short_side} and input.keep_no_audio={keep_no_audio} give '
+        f'{config.name}: name the split only ({cls.name}/{split_name})'
+      )
+    return config
+
   def __init__(self, **kwargs):
     super().__init__(**kwargs)
     self.no_audio = collections.Counter()
@@ -234,6 +260,7 @@ class Hmdb51(_SplitBuilder, skip_registration=True):
 
 
 BUILDERS = {cls.name: cls for cls in (Ucf101, Hmdb51)}
+builders.BUILDERS.update(BUILDERS)  # `builders.get_builder('ucf101/split2', ...)`
 
 
 def get_builder(
@@ -248,8 +275,6 @@ def get_builder(
   """The builder of `name` ('ucf101' or 'hmdb51') for official split `split`."""
   if name not in BUILDERS:
     raise ValueError(f'unknown dataset {name!r}; one of {sorted(BUILDERS)}')
-  config = split_config(split, short_side, keep_no_audio)
-  cls = BUILDERS[name]
-  if any(c.name == config.name for c in cls.BUILDER_CONFIGS):
-    config = config.name
-  return cls(data_dir=data_dir, config=config, **kwargs)
+  return builders.get_builder(
+    f'{name}/split{split}', data_dir, short_side=short_side, keep_no_audio=keep_no_audio, **kwargs
+  )

@@ -202,3 +202,65 @@ class LearnedStop:
     ready[:, -1] = True
     steps = np.argmax(ready, axis=1) + 1
     return running[np.arange(v), steps - 1], steps
+
+
+def pair_logits_from_banks(
+  image_banks: Sequence[np.ndarray],
+  audio_banks: Sequence[np.ndarray],
+  student_params: Mapping,
+  *,
+  fusion_hidden: int,
+  feature_dim: int,
+) -> list[np.ndarray]:
+  """Per video, the (N_v, C) logits of the student's Psi + FC_cls on each pair of its banks."""
+  from avsf_jax.models import skimming  # noqa: PLC0415 - flax; the metrics above need none
+
+  fusion = skimming.Fusion(fusion_hidden, feature_dim)
+  kernel = np.asarray(student_params['classifier']['kernel'])
+  bias = np.asarray(student_params['classifier']['bias'])
+  return [
+    np.asarray(fusion.apply({'params': student_params['fusion']}, i, a)) @ kernel + bias
+    for i, a in zip(image_banks, audio_banks)
+  ]
+
+
+def evaluate_banks(
+  banks: Mapping,
+  student_params: Mapping,
+  *,
+  fusion_hidden: int,
+  feature_dim: int,
+  num_classes: int,
+  pair_gmacs: float,
+  num_picks: int = NUM_PICKS,
+  seed: int = 0,
+) -> dict[str, dict]:
+  """Every §4 selection on a split's banks (`feature_banks.load_banks`) with the student's
+  Psi + FC_cls: per method 'top1', 'mAP', 'gflops' (the mean over videos, §7) and, when the
+  banks hold segments, 'hit_rate'."""
+  from avsf_jax.evaluation import skimming_cost  # noqa: PLC0415
+
+  logits = pair_logits_from_banks(
+    banks['image'],
+    banks['audio'],
+    student_params,
+    fusion_hidden=fusion_hidden,
+    feature_dim=feature_dim,
+  )
+  lengths = [len(x) for x in banks['image']]
+  scored = evaluate_selections(
+    logits, banks['labels'], position_selections(seed, k=num_picks), num_classes
+  )
+  out = {}
+  for name, r in scored.items():
+    out[name] = {
+      'top1': r['top1'],
+      'mAP': r['mAP'],
+      'gflops': skimming_cost.mean_over_videos(
+        lambda n, m=name: skimming_cost.baseline_gmacs(m, n, pair_gmacs, num_picks=num_picks),
+        lengths,
+      ),
+    }
+    if banks.get('segments') is not None:
+      out[name]['hit_rate'] = segment_hit_rate(r['indices'], banks['segments'])
+  return out

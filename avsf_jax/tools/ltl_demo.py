@@ -245,24 +245,15 @@ def skim_stage(out: str, scale: float, c_pair: float, stages: Stages) -> dict:
     )
   # The §4 selections with the fine-tuned student's Psi + FC_cls on each pair.
   params = export.load(f'{out}/finetune_export').variables['params']
-  fusion = skimming.Fusion(size.fusion_hidden, size.feature_dim)
-  pair_logits = [
-    np.asarray(
-      fusion.apply({'params': params['fusion']}, i, a) @ params['classifier']['kernel']
-      + params['classifier']['bias']
-    )
-    for i, a in zip(val['image'], val['audio'])
-  ]
-  scored = sb.evaluate_selections(pair_logits, labels, sb.position_selections(0, k=10), 8)
-  for name, r in scored.items():
-    res[name] = {
-      'top1': r['top1'],
-      'mAP': r['mAP'],
-      'hit_rate': sb.segment_hit_rate(r['indices'], segments),
-      'gflops': skimming_cost.mean_over_videos(
-        lambda n, m=name: skimming_cost.baseline_gmacs(m, n, c_pair, num_picks=10), lengths
-      ),
-    }
+  res |= sb.evaluate_banks(
+    val,
+    params,
+    fusion_hidden=size.fusion_hidden,
+    feature_dim=size.feature_dim,
+    num_classes=8,
+    pair_gmacs=c_pair,
+    num_picks=10,
+  )
   stages.done('baselines', 'the section 4 selections on the fine-tuned student')
   return res
 

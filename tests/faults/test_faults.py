@@ -567,6 +567,10 @@ ENTRY_POINTS = {
     ['--student_export=T/no_export', '--out=T/banks'],
     'T/no_export',
   ),
+  'avsf_jax.tools.ltl_baselines': (
+    ['--banks=T/no_banks/val.npz', '--student_export=T/no_export'],
+    'T/no_banks/val.npz',
+  ),
   'avsf_jax.tools.scaling': (['--config=T/missing.py'], 'T/missing.py'),
   'avsf_jax.tools.ltl_demo': (['--out=T/file/out'], 'T/file/out'),
   'avsf_jax.tools.demo_ssl': (['--output=T/file/out'], 'T/file/out'),

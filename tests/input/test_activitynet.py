@@ -14,7 +14,7 @@ from avsf_jax import export
 from avsf_jax.input import feature_banks, ltl_data
 from avsf_jax.input.prepare import activitynet, builders
 from avsf_jax.models import ltl_models
-from avsf_jax.tools import extract_preview_features
+from avsf_jax.tools import extract_preview_features, ltl_baselines
 from tests.input.media_helpers import write_clip
 
 
@@ -174,3 +174,16 @@ def test_feature_banks_of_a_prepared_dataset_by_hand(built, tmp_path):
   _, aux = jax.jit(functools.partial(student.apply, train=False))(variables, reference)
   np.testing.assert_allclose(banks['image'][0], aux['image'], rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(banks['audio'][0], aux['audio'], rtol=1e-4, atol=1e-4)
+  # Table 1's selection baselines on these banks (`tools.ltl_baselines`): DENSE averages the
+  # softmax of the student's own logits over the 4 pairs.
+  results = ltl_baselines.main(
+    [f'--banks={written["train"]}', f'--student_export={path}', '--num_picks=2']
+  )
+  logits = np.asarray(student.apply(variables, reference, train=False)[0])
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  assert results['dense']['top1'] == 100.0 * (probs.mean(0).argmax() == 1)
+  assert results['front']['top1'] == 100.0 * (probs[:2].mean(0).argmax() == 1)
+  pair = ltl_baselines.pair_gmacs(export.load(path))
+  assert pair > 0 and results['dense']['gflops'] == pytest.approx(4 * pair)
+  assert results['dense']['hit_rate'] == 0.25  # one of the 4 pairs lies in the segment

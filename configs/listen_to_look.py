@@ -165,6 +165,9 @@ def get_config(arg=None):
       'image_dim': 32 if demo else 512,  # the student's z^I / z^A widths (its last stage)
       'audio_dim': 32 if demo else 512,
       'length': 80 if demo else 512,
+      # Whole validation videos pad to the smallest of length / buckets that holds them
+      # (ActivityNet's longest, ~755 s, is ~1,420 pairs at a 16-frame hop).
+      'buckets': () if demo else (1024, 2048),
       'min_len': 80 if demo else 200,
       'max_len': 80 if demo else 500,
       'group_factors': {'default': 1.0, 'classifier': 0.1, 'fusion': 0.0},

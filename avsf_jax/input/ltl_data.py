@@ -302,6 +302,12 @@ def num_picks(model_config) -> int:
   return 1
 
 
+def bank_buckets(skim) -> tuple[int, ...]:
+  """The padded lengths a bank batch may take: `skim.length` (training crops fit it) and the
+  longer `skim.buckets` for whole validation videos (one compile per length used)."""
+  return tuple(sorted({int(skim.length), *(int(b) for b in skim.get('buckets', ()))}))
+
+
 def _bank_batch(config, data: dict, index: np.ndarray, rng: np.random.Generator | None) -> dict:
   from avsf_jax.tasks import skimming  # noqa: PLC0415 - the batching rule lives with the task
 
@@ -314,7 +320,7 @@ def _bank_batch(config, data: dict, index: np.ndarray, rng: np.random.Generator 
     videos,
     data['labels'][index],
     num_steps=num_picks(config.model),
-    buckets=(skim.length,),
+    buckets=bank_buckets(skim),
     **kwargs,
   )
   if 'segments' in data:

@@ -36,7 +36,10 @@ def bucket_length(length: int, buckets: Sequence[int] | None) -> int:
   for b in sorted(buckets):
     if b >= length:
       return b
-  raise ValueError(f'batch length {length} exceeds the largest bucket {max(buckets)}; add one')
+  raise ValueError(
+    f'batch length {length} exceeds the largest bucket {max(buckets)}; add a longer one '
+    '(config.skim.buckets)'
+  )
 
 
 def make_batch(

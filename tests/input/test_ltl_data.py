@@ -165,6 +165,34 @@ def test_bank_batches_crop_to_the_configured_length_and_shift_segments(tmp_path)
     )
 
 
+def test_long_validation_videos_pad_to_the_configured_buckets(tmp_path):
+  rng = np.random.default_rng(1)
+  lengths = [5, 23, 9]
+  image = [rng.standard_normal((n, 3)).astype(np.float32) for n in lengths]
+  audio = [rng.standard_normal((n, 2)).astype(np.float32) for n in lengths]
+  for split in ('train', 'val'):
+    feature_banks.save_banks(str(tmp_path / f'{split}.npz'), image, audio, [0, 1, 2])
+  skim = {'banks_dir': str(tmp_path), 'length': 10, 'min_len': 6, 'max_len': 6}
+  config = ml_collections.ConfigDict(
+    {
+      'seed': 0,
+      'input': {'dataset': ltl_data.BANKS, 'batch_size': 2, 'eval_batch_size': 1},
+      'model': {'num_steps': 3},
+      'skim': {**skim, 'buckets': (32, 16)},
+    }
+  )
+  assert ltl_data.bank_buckets(config.skim) == (10, 16, 32)
+  evals = list(ltl_data.make_eval_iterator(config))
+  # Each video alone: 5 -> 10, 23 -> 32, 9 -> 10 pairs, its banks whole and the rest masked.
+  assert [b['image'].shape[1] for b in evals] == [10, 32, 10]
+  np.testing.assert_array_equal(evals[1]['image'][0, :23], image[1])
+  assert evals[1]['mask'][0].tolist() == [1.0] * 23 + [0.0] * 9
+  assert next(ltl_data.make_train_iterator(config, seed=0))['image'].shape == (2, 10, 3)
+  config.skim.buckets = ()
+  with pytest.raises(ValueError, match=r'batch length 23 exceeds .*config\.skim\.buckets'):
+    list(ltl_data.make_eval_iterator(config))
+
+
 @pytest.mark.parametrize(
   'model, picks', [({'num_picks': 4}, 4), ({'hidden': 8}, 1), ({'num_steps': 3}, 3)]
 )

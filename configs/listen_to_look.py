@@ -168,6 +168,9 @@ def get_config(arg=None):
       # Whole validation videos pad to the smallest of length / buckets that holds them
       # (ActivityNet's longest, ~755 s, is ~1,420 pairs at a 16-frame hop).
       'buckets': () if demo else (1024, 2048),
+      # Evaluation on banks rebuilt from every s-th pair (sparse indexing, spec §3.4): 1 or 5.
+      'eval_subsample': 1,
+      'interpolation': 'torch_compat',  # or 'exact_grid'
       'min_len': 80 if demo else 200,
       'max_len': 80 if demo else 500,
       'group_factors': {'default': 1.0, 'classifier': 0.1, 'fusion': 0.0},

@@ -282,6 +282,23 @@ def predict_any(model, variables, batch: Mapping[str, jax.Array]) -> dict[str, j
   return out
 
 
+def sparse_batch(batch: Mapping[str, jax.Array], skim) -> Mapping[str, jax.Array]:
+  """`batch` with its banks rebuilt from every `skim.eval_subsample`-th pair (unchanged at 1)."""
+  from avsf_jax.models import skimming as skimming_model  # noqa: PLC0415
+
+  factor = int(skim.get('eval_subsample', 1))
+  if factor == 1:
+    return batch
+  image, audio = skimming_model.sparse_banks(
+    batch['image'],
+    batch['audio'],
+    batch['mask'],
+    factor,
+    skim.get('interpolation', 'torch_compat'),
+  )
+  return {**batch, 'image': image, 'audio': audio}
+
+
 def hit_rate(indices: np.ndarray, segments: np.ndarray) -> float:
   """Fraction of picked positions inside [start, end) of each video's segment."""
   indices, segments = np.asarray(indices), np.asarray(segments)
@@ -411,7 +428,9 @@ class SkimmingTask(base.Task):
     )
 
   def predict(self, model, variables, batch):
-    return predict_any(model, variables, batch)
+    """`predict_any`; with `skim.eval_subsample` s > 1, on banks rebuilt from every s-th pair
+    (sparse indexing, §3.4: `models.skimming.sparse_banks` with `skim.interpolation`)."""
+    return predict_any(model, variables, sparse_batch(batch, self.config.skim))
 
   def export_function(self, model):
     """Banks in ('image', 'audio', 'mask'), {'scores': class softmax, 'indices': the chosen

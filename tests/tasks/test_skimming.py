@@ -176,3 +176,22 @@ def test_predict_and_video_results():
   top1 = 100 * np.mean(np.argmax(out['logits'], -1) == batch['label'])
   assert results['avgpool_top1'] == top1 == results['early_stop_2_top1']
   assert set(results) >= {'avgpool_mAP', 'lstm_top1', 'lstm_mAP', 'early_stop_1_top1'}
+
+
+def test_evaluation_with_sparse_indexing_uses_the_rebuilt_banks():
+  import ml_collections  # noqa: PLC0415
+
+  model, variables, batch = _tiny_model_and_batch()
+  dense = skimming.sparse_batch(batch, ml_collections.ConfigDict({'eval_subsample': 1}))
+  assert dense is batch
+  skim = ml_collections.ConfigDict({'eval_subsample': 2, 'interpolation': 'exact_grid'})
+  sparse = skimming.sparse_batch(batch, skim)
+  # exact_grid, s = 2, on video 0 (4 pairs padded to 6): the even rows stay, an odd row is
+  # the mean of its neighbours, the last sample is held, and the mask zeroes the padding.
+  r = batch['image'][0]
+  expect = np.stack([r[0], (r[0] + r[2]) / 2, r[2], (r[2] + r[4]) / 2, r[4], r[4]])
+  expect *= batch['mask'][0][:, None]
+  np.testing.assert_allclose(sparse['image'][0], expect, atol=1e-6)
+  np.testing.assert_array_equal(sparse['label'], batch['label'])
+  out = skimming.predict(model, variables, sparse)
+  assert not np.allclose(out['logits'], skimming.predict(model, variables, batch)['logits'])

@@ -423,6 +423,8 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
   start = time.time()
   os.makedirs(args.out, exist_ok=True)
+  if not console.verbose_requested():  # TensorFlow's and XLA's C++ notices go to the log file
+    console.redirect_native_stderr(os.path.join(args.out, 'ltl_demo.log'))
   stages = Stages()
   results = {'clips': clip_stage(args.out, args.scale, stages, args.finetune_data)}
   c_pair = results['clips']['student_gmacs_per_pair']

@@ -25,6 +25,13 @@ from avsf_jax.evaluation import precise_bn
 
 def data_source(config: ml_collections.ConfigDict):
   """The module providing dataset_info / make_train_iterator / make_eval_iterator."""
+  source = config.input.get('source', '')
+  if source == 'ltl_clips':  # Listen to Look's clips of a prepared dataset (tf.data)
+    from avsf_jax.input import ltl_pipeline  # noqa: PLC0415
+
+    return ltl_pipeline
+  if source:
+    raise ValueError(f"config.input.source={source!r}; expected '' or 'ltl_clips'")
   if config.input.dataset in ('synthetic_ltl_clips', 'synthetic_ltl_pairs', 'ltl_banks'):
     from avsf_jax.input import ltl_data  # noqa: PLC0415
 

@@ -2,10 +2,10 @@ r"""Listen to Look (paper 004; spec listen_to_look.md): IMGAUD2VID and IMGAUD-SK
 
   python -m avsf_jax.main --config=configs/listen_to_look.py:VARIANT --workdir=DIR
 
-Paper variants (the paper's models and recipes; their data needs a pipeline that yields the
-batch keys of `input.ltl_data` — clips: 'image', 'audio', 'video', 'label'; banks: see
-`tasks.skimming.SkimmingTask` — so set `input.dataset` to such a source, or to `ltl_banks`
-with banks extracted by `tools.extract_preview_features`):
+Paper variants (the paper's models and recipes). The clip variants read a prepared dataset
+(`input.dataset`, default ucf101) through `input.ltl_pipeline` (`input.source='ltl_clips'`,
+the keys in `ltl_clips.keys`); the skimming ones read `ltl_banks` extracted by
+`tools.extract_preview_features`:
 
   teacher            clip_finetune of R(2+1)D-18 (16 x 112^2) on clips
   distillation       IMGAUD2VID: student Phi (ResNet-18 image + audio, Psi -> 512) against the
@@ -200,6 +200,25 @@ def get_config(arg=None):
     config.optim.schedule = 'cosine'
     config.optim.base_batch_size = config.input.batch_size
     config.optim.weight_decay = 1e-4 if demo else 5e-4
+    if not demo:
+      # The clips of a prepared dataset (`input.ltl_pipeline`): the teacher's clip of 16 frames
+      # `tau` = 2 source frames apart at 30 fps (spec §2.1's teacher_frame_stride [assumption]:
+      # 1.07 s, matching the 1-s audio segment); torchvision's R(2+1)D-18 crop: short side 128,
+      # 112 crop [assumption: train short side jittered in 128..160]; the teacher's pixels
+      # normalised as torchvision's Kinetics models expect, the student's 'image' as ImageNet's.
+      config.input.source = 'ltl_clips'
+      config.input.tau, config.input.target_fps = 2, 30.0
+      config.input.jitter_scales = (128, 160)
+      config.input.test_short_side = 128
+      config.input.num_temporal_views = config.input.num_spatial_views = 1  # one centre clip
+      config.input.mean = (0.43216, 0.394666, 0.37645)
+      config.input.std = (0.22803, 0.22145, 0.216989)
+      modalities = SINGLE.get(job, ('image', 'audio'))
+      keys = ('video',) if job == 'teacher' else modalities
+      if job.startswith('distillation'):
+        keys += ('video',)
+      # Only these keys are decoded (a student fine-tuning reads the clip's first frame alone).
+      config.ltl_clips = {'keys': keys, 'audio_anchor': 'start'}
     if job == 'teacher':
       config.task = 'clip_finetune'
       config.model = teacher_model(demo)

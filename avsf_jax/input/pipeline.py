@@ -314,9 +314,20 @@ def _options(deterministic: bool = True) -> tf.data.Options:
 
 
 def make_train_dataset(
-  config, *, seed: int, start_step: int = 0, process_index: int = 0, process_count: int = 1
+  config,
+  *,
+  seed: int,
+  start_step: int = 0,
+  process_index: int = 0,
+  process_count: int = 1,
+  example_fn=None,
 ) -> tf.data.Dataset:
-  """The endless training dataset of this process (see module docstring)."""
+  """The endless training dataset of this process (see module docstring).
+
+  `example_fn(features, seed, config, builder, reader)` makes one example (default: the
+  AVSlowFast one, `_train_example`); `ltl_pipeline` passes Listen to Look's clips.
+  """
+  example_fn = example_fn or _train_example
   global_batch = config.input.batch_size
   if global_batch % process_count:
     raise ValueError(
@@ -341,7 +352,7 @@ def make_train_dataset(
     epoch_index = tf.numpy_function(locate, [counter], tf.int64, stateful=False)
     epoch_index.set_shape([2])
     features = reader.parse(epoch_index[1])
-    return _train_example(
+    return example_fn(
       features, _example_seed(seed, epoch_index[0], epoch_index[1]), config, builder, reader
     )
 
@@ -430,8 +441,14 @@ def make_eval_dataset(
   multi_view: bool = True,
   process_index: int = 0,
   process_count: int = 1,
+  example_fn=None,
 ) -> tf.data.Dataset:
-  """Finite; every example exactly once over all processes, padding rows have `_mask` 0."""
+  """Finite; every example exactly once over all processes, padding rows have `_mask` 0.
+
+  `example_fn(features, config, builder, reader, multi_view)` as `make_train_dataset`'s
+  (default `_eval_example`).
+  """
+  example_fn = example_fn or _eval_example
   global_batch = config.input.eval_batch_size
   if global_batch % process_count:
     raise ValueError(
@@ -447,7 +464,7 @@ def make_eval_dataset(
   def load(position):
     real = position < reader.size
     index = tf.where(real, position, 0)
-    out = _eval_example(reader.parse(index), config, builder, reader, multi_view)
+    out = example_fn(reader.parse(index), config, builder, reader, multi_view)
     out['video_index'] = tf.cast(index, tf.int32)
     out['_mask'] = tf.cast(real, tf.float32)
     return out

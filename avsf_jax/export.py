@@ -264,11 +264,13 @@ def write_experiment(
   `preprocessing` replaces `preprocessing_of(config)` for tasks whose inputs are not clips.
   """
   config, task = experiment.config, experiment.task
-  spec = task.input_spec(train=False)
+  spec = task.export_input_spec()
+  if preprocessing is None:
+    preprocessing = task.export_preprocessing()
   return write(
     output_dir,
     apply_fn=task.export_function(experiment.model),
-    variables={'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})},
+    variables=task.export_variables(variables),
     model_config=config.model.to_dict(),
     class_names=info_lib.flat_class_names(experiment.info.class_names),
     input_spec={k: list(v.shape) for k, v in spec.items()},

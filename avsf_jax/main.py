@@ -66,7 +66,7 @@ def main(argv):
     raise console.fail('main', e) from None
   if results is not None and jax.process_index() == 0:
     rows = [(k, f'{results[k]:.1f}%') for k in _headline_keys(results)]
-    rows.append(('videos', f'{results["num_examples"]} (step {results.get("step")})'))
+    rows += _count_rows(results)
     rows.append(('results', str(workdir / 'eval_results.json')))
     if (workdir / 'per_class_top1.png').exists():
       rows.append(('per-class plot', str(workdir / 'per_class_top1.png')))
@@ -85,6 +85,15 @@ def _log_file(workdir: str) -> str:
 
 def _headline_keys(results) -> list[str]:
   return [k for k in results if k.startswith(('top1', 'top5', 'mAP'))]
+
+
+def _count_rows(results) -> list[tuple[str, str]]:
+  """How many examples the evaluation saw, under the name the task gives them (a video
+  classifier's 'num_examples', a clip task's 'clips'), with the step; none if it gives none."""
+  for key, name in (('num_examples', 'videos'), ('clips', 'clips')):
+    if key in results:
+      return [(name, f'{results[key]} (step {results.get("step")})')]
+  return []
 
 
 if __name__ == '__main__':

@@ -207,6 +207,9 @@ def get_config(arg=None):
       # 112 crop [assumption: train short side jittered in 128..160]; the teacher's pixels
       # normalised as torchvision's Kinetics models expect, the student's 'image' as ImageNet's.
       config.input.source = 'ltl_clips'
+      # UCF-101 split 1's lists are 'train' / 'test' (ActivityNet: --config.input.dataset=
+      # activitynet --config.input.eval_split=validation).
+      config.input.eval_split = 'test'
       config.input.tau, config.input.target_fps = 2, 30.0
       config.input.jitter_scales = (128, 160)
       config.input.test_short_side = 128

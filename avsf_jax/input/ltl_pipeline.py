@@ -229,3 +229,22 @@ def make_eval_iterator(
     process_count=process_count,
     example_fn=eval_example,
   ).as_numpy_iterator()
+
+
+def audio_statistics(config, num_batches: int, seed: int = 0) -> tuple[float, float]:
+  """The mean and std of the unnormalised preview log-mel over `num_batches` training batches
+  of clips with audio (spec §2.2: "computed on the training set"; set them as `audio.mean` /
+  `audio.std`). Only the audio is produced: no frame is decoded."""
+  config = config.copy_and_resolve_references()
+  config.audio.mean, config.audio.std = 0.0, 1.0
+  config.ltl_clips = {**dict(config.get('ltl_clips') or {}), 'keys': ('audio',)}
+  total, squares, count = 0.0, 0.0, 0
+  batches = make_train_iterator(config, seed=seed)
+  for _ in range(num_batches):
+    batch = next(batches)
+    values = np.asarray(batch['audio'], np.float64)[np.asarray(batch['has_audio']) > 0]
+    total, squares, count = total + values.sum(), squares + (values**2).sum(), count + values.size
+  if not count:
+    raise ValueError(f'{config.input.dataset}: no clip with audio in {num_batches} batches')
+  mean = total / count
+  return float(mean), float(np.sqrt(max(squares / count - mean**2, 0.0)))

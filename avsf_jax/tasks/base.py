@@ -154,6 +154,18 @@ class Task(abc.ABC):
 
     return predict
 
+  def export_input_spec(self) -> dict[str, jax.ShapeDtypeStruct]:
+    """The inputs of the exported function (the evaluation's)."""
+    return self.input_spec(train=False)
+
+  def export_variables(self, variables: Any) -> dict[str, Any]:
+    """The variables an export keeps and `export_function` receives (all of them)."""
+    return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+
+  def export_preprocessing(self) -> dict[str, Any] | None:
+    """The export's `preprocessing` metadata; None: `export.preprocessing_of(config)`."""
+    return None
+
   def export_function(self, model: nn.Module) -> Callable[[Any, Batch], Any]:
     """`(variables, inputs) -> outputs` that an export serialises (eval mode)."""
 

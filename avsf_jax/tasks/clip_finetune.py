@@ -4,7 +4,7 @@ One task for the two clip models of IMGAUD2VID, picked by `config.model.name`:
 
   'imgaud'    the student Phi fine-tuned on clips (the paper's §4.1 step after distillation:
               both streams, Psi and the classifier, cross-entropy on the clip's label); with
-              `init_from` the distilled student's export (`tools.ltl_demo.write_student_export`).
+              `init_from` the distilled student's export (`python -m avsf_jax.export` of a distillation).
   'r2plus1d'  the clip teacher Omega trained on trimmed clips (the demo's teacher; on real data
               the converted torchvision R(2+1)D-18 plays that part).
 
@@ -113,6 +113,13 @@ class ClipFinetune(base.Task):
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     metrics = {'ce': loss, 'top1': jnp.mean(jnp.argmax(logits, -1) == labels)}
     return loss, (updates['batch_stats'], metrics)
+
+  def export_preprocessing(self):
+    """The preview preprocessing (image size, the log-mel's normalisation) that the bank
+    extractor and the demo read."""
+    from avsf_jax.tasks import distillation  # noqa: PLC0415 - it imports this module
+
+    return distillation.preprocessing(self.config)
 
   def predict(self, model, variables, batch):
     logits, _ = model.apply(variables, self.model_inputs(batch), train=False)

@@ -260,18 +260,25 @@ class Distillation(base.Task):
     }
     return results, out
 
+  # The export is the student alone (variables at the root, as `clip_finetune`'s `imgaud`
+  # names them; the preview preprocessing), so `python -m avsf_jax.export` of a distillation
+  # workdir gives what fine-tuning's `init_from` and the bank extractor read.
+
+  def export_input_spec(self):
+    shapes = clip_finetune.clip_inputs(self.config)  # the student's: no teacher clip
+    return {k: jax.ShapeDtypeStruct(s, jnp.float32) for k, s in shapes.items()}
+
+  def export_variables(self, variables):
+    return student_variables(variables)
+
+  def export_preprocessing(self):
+    return preprocessing(self.config)
+
   def export_function(self, model):
     student = model.student
 
     def apply(variables, inputs):
-      return student.apply(
-        {
-          'params': variables['params']['student'],
-          'batch_stats': variables['batch_stats']['student'],
-        },
-        inputs,
-        train=False,
-      )[0]
+      return student.apply(variables, inputs, train=False)[0]
 
     return apply
 

@@ -69,7 +69,7 @@ def load_student(export_dir: str, stats=None):
   if config.get('name') != 'imgaud':
     raise ValueError(
       f'{export_dir}: model_config.name={config.get("name")!r}; expected an '
-      "'imgaud' student export (clip_finetune or tools.ltl_demo.write_student_export)"
+      "'imgaud' student export (of a clip_finetune or distillation workdir)"
     )
   model = ltl_models.build(config, f'{export_dir} model_config')
   variables = exported.variables

@@ -8,7 +8,7 @@ Stages, each a job of the shared loop (`train.train_and_evaluate`) with a varian
   1. teacher       clip_finetune of a tiny visual SlowFast (`slowfast_clip`) on the trimmed
                    clips -> teacher export
   2. distillation  IMGAUD2VID image+audio, image-only, audio-only (L1 + 100 KL, frozen teacher)
-                   -> student exports (`write_student_export`)
+                   -> student exports (`python -m avsf_jax.export` writes the same)
   3. finetune      the image-audio student fine-tuned (init_from its export) on one pair of
                    each of half the untrimmed training videos plus the trimmed clips' pairs
                    (`--finetune_data`)
@@ -36,7 +36,6 @@ from avsf_jax.evaluation import skimming_baselines as sb
 from avsf_jax.evaluation import skimming_cost, skimming_plots
 from avsf_jax.input import feature_banks
 from avsf_jax.models import ltl_models, skimming, stats
-from avsf_jax.tasks import clip_finetune, distillation
 from avsf_jax.tools import extract_preview_features
 
 CONFIG = os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'listen_to_look.py')
@@ -68,35 +67,12 @@ def _train(config, workdir: str) -> tuple[dict, experiment_lib.Experiment, dict]
   return results, ex, variables
 
 
-def write_student_export(output_dir, experiment, variables, *, overwrite: bool = False):
-  """Exports the distilled student alone (inputs image/audio, logits out; no teacher)."""
-  config = experiment.config
-  student = experiment.model.student
-  spec = clip_finetune.clip_inputs(config)
-
-  def apply(v, inputs):
-    return student.apply(v, inputs, train=False)[0]
-
-  return export.write(
-    output_dir,
-    apply_fn=apply,
-    variables=distillation.student_variables(variables),
-    model_config=config.model.to_dict(),
-    class_names=list(experiment.info.class_names),
-    input_spec={k: list(s) for k, s in spec.items()},
-    preprocessing=distillation.preprocessing(config),
-    extra_metadata={'task': 'clip_finetune', 'distilled_from': config.distill.teacher_export},
-    overwrite=overwrite,
-  )
-
-
-def _export(path: str, ex, variables) -> None:
-  """An export of a clip_finetune job (params at the root; the log-mel statistics with it);
-  kept if it exists (the demo resumes)."""
+def _export(path: str, ex, variables, **metadata) -> None:
+  """An export of a job (a distillation's is the student alone; a clip job's carries the
+  log-mel statistics: `Task.export_variables` / `export_preprocessing`); kept if it exists (the
+  demo resumes)."""
   if not os.path.exists(path):
-    export.write_experiment(
-      path, ex, variables, preprocessing=distillation.preprocessing(ex.config)
-    )
+    export.write_experiment(path, ex, variables, extra_metadata=metadata or None)
 
 
 class Stages:
@@ -168,9 +144,7 @@ def clip_stage(out: str, scale: float, stages: Stages, finetune_data: str = 'mix
   for job in ('distillation', 'distillation_image', 'distillation_audio'):
     config = _config(f'demo_{job}', scale, **{'distill.teacher_export': teacher_export})
     r, ex, v = _train(config, f'{out}/{job}')
-    path = f'{out}/{job}_student'
-    if not os.path.exists(path):
-      write_student_export(path, ex, v)
+    _export(f'{out}/{job}_student', ex, v, distilled_from=teacher_export)
     res[f'{job}_top1'] = r['top1']
     res[f'{job}_teacher_agreement'] = r['teacher_agreement']
     res[f'{job}_l1'] = r['l1']

@@ -137,3 +137,15 @@ def test_workdir_check_accepts_the_same_experiment_and_fresh_workdirs(tmp_path):
   (no_checkpoints / 'config.json').write_text(json.dumps({'model': {'slow_width': 16}}))
   train.check_workdir(config, no_checkpoints)  # a config.json alone holds nothing to mix
   train.check_workdir(config, tmp_path / 'missing')
+
+
+def test_the_closing_summary_counts_what_each_task_reports():
+  # Clip tasks (clip_finetune, distillation) report 'clips', skimming no count: the summary
+  # of `python -m avsf_jax.main` used to fail on both after writing their results.
+  from avsf_jax import main  # noqa: PLC0415
+
+  assert main._count_rows({'top1': 50.0, 'num_examples': 12, 'step': 7}) == [
+    ('videos', '12 (step 7)')
+  ]
+  assert main._count_rows({'top1': 50.0, 'clips': 96, 'step': 3}) == [('clips', '96 (step 3)')]
+  assert main._count_rows({'avgpool_top1': 50.0, 'top1': 50.0}) == []

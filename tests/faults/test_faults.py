@@ -571,6 +571,7 @@ ENTRY_POINTS = {
     ['--banks=T/no_banks/val.npz', '--student_export=T/no_export'],
     'T/no_banks/val.npz',
   ),
+  'avsf_jax.tools.ltl_audio_statistics': (['--config=T/missing.py'], 'T/missing.py'),
   'avsf_jax.tools.scaling': (['--config=T/missing.py'], 'T/missing.py'),
   'avsf_jax.tools.ltl_demo': (['--out=T/file/out'], 'T/file/out'),
   'avsf_jax.tools.demo_ssl': (['--output=T/file/out'], 'T/file/out'),

@@ -264,6 +264,7 @@ def test_a_student_finetune_experiment_reads_its_batches_from_this_source(ltl_da
   config.input.update(
     {
       'dataset': 'kinetics400',
+      'eval_split': 'validation',  # the paper variant's is UCF-101's 'test'
       'data_dir': ltl_dataset,
       'crop_size': 32,
       'test_crop_size': 32,
@@ -287,3 +288,18 @@ def test_a_student_finetune_experiment_reads_its_batches_from_this_source(ltl_da
     assert {k: batch[k].shape[1:] for k in spec} == {k: s.shape for k, s in spec.items()}
     assert {k: batch[k].dtype for k in spec} == {k: s.dtype for k, s in spec.items()}
   np.testing.assert_array_equal(np.asarray(evaluation['_mask']), [1, 1, 1, 0, 0, 0, 0, 0])
+
+
+def test_audio_statistics_normalise_the_training_clips_with_audio(ltl_dataset):
+  config = _config(ltl_dataset)
+  mean, std = ltl_pipeline.audio_statistics(config, num_batches=2)
+  assert config.audio.mean == -5.0  # the caller's config is left as it was
+  # With these statistics the same clips' log-mels (those with audio) have mean 0 and std 1.
+  config.audio.mean, config.audio.std = mean, std
+  config.ltl_clips = {'keys': ('audio',)}
+  batches = ltl_pipeline.make_train_iterator(config, seed=0)
+  values = np.concatenate(
+    [b['audio'][b['has_audio'] > 0].ravel() for b in (next(batches), next(batches))]
+  ).astype(np.float64)
+  assert abs(values.mean()) < 1e-4 and abs(values.std() - 1.0) < 1e-4
+  assert -20 < mean < 5 and std > 0.1  # a log-mel of audible noise

@@ -149,6 +149,20 @@ def test_distillation_step_trains_the_student_only_and_logs_both_terms(tmp_path)
   np.testing.assert_allclose(metrics['l1'], l1, rtol=1e-5)
   np.testing.assert_allclose(metrics['loss'], l1 + 100 * kl, rtol=1e-5)
   assert set(metrics) >= {'l1', 'kl', 'total', 'student_top1', 'teacher_top1'}
+  # An export of the run (`python -m avsf_jax.export`) is the student alone: its variables at
+  # the root, its logits, the preview preprocessing.
+  variables = {'params': after.params, 'batch_stats': after.batch_stats}
+  kept = task.export_variables(variables)
+  assert 'teacher' not in kept['params'] and 'classifier' in kept['params']
+  inputs = {k: batch[k] for k in ('image', 'audio')}
+  exported = jax.jit(task.export_function(model))(kept, inputs)
+  full, _ = jax.jit(functools.partial(model.apply, train=False))(
+    variables, {**inputs, 'video': batch['video']}
+  )
+  np.testing.assert_allclose(exported, full, rtol=1e-6, atol=1e-6)
+  assert set(task.export_input_spec()) == {'image', 'audio'}  # no teacher clip
+  pre = task.export_preprocessing()
+  assert (pre['image_size'], pre['audio_mean']) == (config.input.crop_size, config.audio.mean)
 
 
 def test_distillation_rejects_a_teacher_export_of_another_shape():

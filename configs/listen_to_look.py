@@ -182,6 +182,7 @@ def get_config(arg=None):
     config.input.dataset = 'synthetic_ltl_clips' if demo else 'ucf101'
     config.input.crop_size = config.input.test_crop_size = 48 if demo else 112
     config.input.num_frames = 16  # the teacher's clip: 16 frames (2 s at 8 fps on the demo)
+    config.input.num_temporal_views = config.input.num_spatial_views = 1  # one clip, one crop
     # The preview log-mel (spec §2.2): 1 s of 16-kHz audio, 10-ms hop, 40 mel bins.
     config.audio.num_frames, config.audio.num_mel_bins = 101, 40
     # Normalisation: the demo's training clips' statistics (`input.ltl_data.audio_statistics`
@@ -213,7 +214,6 @@ def get_config(arg=None):
       config.input.tau, config.input.target_fps = 2, 30.0
       config.input.jitter_scales = (128, 160)
       config.input.test_short_side = 128
-      config.input.num_temporal_views = config.input.num_spatial_views = 1  # one centre clip
       config.input.mean = (0.43216, 0.394666, 0.37645)
       config.input.std = (0.22803, 0.22145, 0.216989)
       modalities = SINGLE.get(job, ('image', 'audio'))

@@ -160,11 +160,11 @@ def visual_backbone(backbone):
   )
 
 
-def _visual_rotation_pass(model, params, batch_stats, inputs, rngs):
-  """(rotation logits, batch_stats with the visual BN statistics updated) of the visual-only
-  model on `inputs`. The backbone's classifier (unused in pretraining, no gradient) reads
-  fewer pool5 channels without audio; it gets the leading rows of its kernel (Slow and Fast
-  come first in its input), so every other parameter is shared as is."""
+def _visual_model(model, params, inputs):
+  """(visual-only model, its params, its inputs): `visual_backbone` under the ROT head. The
+  backbone's classifier (unused in pretraining, no gradient) reads fewer pool5 channels
+  without audio; it gets the leading rows of its kernel (Slow and Fast come first in its
+  input), so every other parameter is shared as is."""
   visual = model.clone(backbone=visual_backbone(model.backbone))
   visual_inputs = {p: inputs[p] for p in visual.backbone.pathways}
   shapes = jax.eval_shape(
@@ -175,7 +175,13 @@ def _visual_rotation_pass(model, params, batch_stats, inputs, rngs):
     params['backbone']['head'],
     shapes['head'],
   )
-  visual_params = {**params, 'backbone': {**params['backbone'], 'head': head}}
+  return visual, {**params, 'backbone': {**params['backbone'], 'head': head}}, visual_inputs
+
+
+def _visual_rotation_pass(model, params, batch_stats, inputs, rngs):
+  """(rotation logits, batch_stats with the visual BN statistics updated) of the visual-only
+  model on `inputs`, in training mode."""
+  visual, visual_params, visual_inputs = _visual_model(model, params, inputs)
   (logits, _), updates = visual.apply(
     {'params': visual_params, 'batch_stats': batch_stats},
     visual_inputs,
@@ -285,18 +291,26 @@ def pretext_predictions(
 
   The distances come from `ranking_backbone`: with the audio->visual laterals on, the visual
   pool5 features would hold the positive audio itself, and the loss trains pool5 only where
-  DropPathway turned them off. With `avs_on = 'upright_copy'` the AVS loss reads clips upright,
-  so the ranking reads every held-out clip turned back upright (its `rotation` undone).
+  DropPathway turned them off. With `avs_on = 'upright_copy'` each is read as its loss reads
+  it: the rotation logits from the visual-only model on the rotated clip, the ranking from
+  every held-out clip turned back upright (its `rotation` undone).
   """
   batch = pretext_batch(batch)
   inputs = {p: batch[p] for p in model.backbone.pathways}
   avs = _uses_avs(model.backbone)
   rotation_logits, aux = None, None
-  if model.rotation or not avs:
+  upright_copy = avs_on == 'upright_copy' and model.rotation and avs
+  if upright_copy:
+    # ROT as its loss trains it: the visual-only model on the rotated clip.
+    visual, visual_params, visual_inputs = _visual_model(model, variables['params'], inputs)
+    rotation_logits, _ = visual.apply(
+      {**variables, 'params': visual_params}, visual_inputs, train=False
+    )
+  elif model.rotation or not avs:
     rotation_logits, aux = model.apply(variables, inputs, train=False)
   if avs:
     ranking_inputs = dict(inputs)
-    if avs_on == 'upright_copy' and model.rotation:
+    if upright_copy:
       _require_rotation(batch.get('rotation'), avs_on)
       for p in VISUAL:
         if p in ranking_inputs:

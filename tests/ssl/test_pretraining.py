@@ -266,7 +266,8 @@ def test_avs_on_upright_copy_reads_rot_rotated_and_avs_upright():
   twice = 0.99 * once + 0.01 * bn_mean(upright['slow'])
   assert not np.allclose(bn_mean(rotated['slow']), bn_mean(upright['slow']))
   np.testing.assert_allclose(stats['backbone']['slow_bn']['mean'], twice, rtol=1e-5, atol=1e-7)
-  # The ranking reads the held-out clips upright too.
+  # Held out: the ranking reads the clips upright, ROT reads them rotated (the stub's visual
+  # features do not depend on the audio, so the visual-only pass equals the whole model's).
   predict = jax.jit(
     functools.partial(pretraining.pretext_predictions, model, avs_on='upright_copy')
   )
@@ -274,6 +275,9 @@ def test_avs_on_upright_copy_reads_rot_rotated_and_avs_upright():
   reference = pretraining.pretext_predictions(model, variables, dict(upright, rotation=k))
   for key in ('d_positive', 'd_hard', 'd_easy'):
     np.testing.assert_allclose(out[key], reference[key], rtol=1e-5)
+  one_pass = pretraining.pretext_predictions(model, variables, rotated)
+  np.testing.assert_allclose(out['rotation_logits'], one_pass['rotation_logits'], rtol=1e-5)
+  assert not np.allclose(out['rotation_logits'], reference['rotation_logits'], rtol=1e-3)
 
 
 def test_upright_copy_traces_on_the_real_backbone():
@@ -303,3 +307,9 @@ def test_upright_copy_traces_on_the_real_backbone():
   assert loss.shape == ()
   assert jax.tree.structure(stats) == jax.tree.structure(variables['batch_stats'])
   assert {'rotation_loss', 'avs_loss_res3', 'avs_loss_res4', 'avs_loss_pool5'} <= set(metrics)
+  out = jax.eval_shape(
+    functools.partial(pretraining.pretext_predictions, model, avs_on='upright_copy'),
+    variables,
+    batch,
+  )
+  assert out['rotation_logits'].shape == (4, 4) and out['d_positive'].shape == (4,)

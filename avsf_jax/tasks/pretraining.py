@@ -23,6 +23,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,6 +43,11 @@ PRETEXT_KEYS = (
   '_mask',
 )
 RANKING_JUNCTION = 'pool5'
+# Which clips the AVS loss reads (`config.pretraining.avs_on`): 'all' (spec 1.2's assumption:
+# the rotated clip, the one ROT reads) or 'upright_copy' (each clip turned back upright, in a
+# second forward pass; ROT reads the rotated clip in a visual-only pass). Only for a model with
+# both pretexts; see docs/self_supervised.md, fifth session.
+AVS_ON = ('all', 'upright_copy')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +63,7 @@ class PretrainingSettings:
   avs_duplicate_distance: float = 0.01
   hard_from_step: int = 0
   negative_group: int = 0
+  avs_on: str = 'all'
 
 
 def hard_from_step(total_steps: int, easy_until: float = 0.5) -> int:
@@ -67,6 +74,22 @@ def hard_from_step(total_steps: int, easy_until: float = 0.5) -> int:
 def hard_negative_probability(step, *, hard_from: int, hard_fraction: float) -> jax.Array:
   """0 during the easy phase, then `hard_fraction` (paper A.8: 1/4 hard, 3/4 easy)."""
   return jnp.where(jnp.asarray(step) >= hard_from, hard_fraction, 0.0).astype(jnp.float32)
+
+
+def _require_rotation(rotation, avs_on: str) -> None:
+  if rotation is None:
+    raise KeyError(
+      f'pretraining: config.pretraining.avs_on="{avs_on}" needs the batch key "rotation"; turn '
+      'the rotation op on (config.sync_data.rotation = "one_per_clip")'
+    )
+
+
+def unrotate(video: jax.Array, rotation: jax.Array) -> jax.Array:
+  """(N, T, H, W, C) clips each turned back by its own k quarter turns (`np.rot90`'s sense,
+  as the pipeline rotated them; exact, H = W)."""
+  candidates = jnp.stack([jnp.rot90(video, -k, axes=(2, 3)) for k in range(4)])
+  k = jnp.mod(jnp.asarray(rotation, jnp.int32), 4)
+  return jnp.take_along_axis(candidates, k[None, :, None, None, None, None], axis=0)[0]
 
 
 def pretext_batch(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
@@ -124,6 +147,53 @@ def ranking_backbone(backbone):
   return backbone.clone(audio_fusion_junctions=(), avs_junctions=(RANKING_JUNCTION,))
 
 
+VISUAL = ('slow', 'fast')
+
+
+def visual_backbone(backbone):
+  """The backbone's visual pathways alone (no audio, no audio fusion, no AVS), reading the
+  same variables: the ROT pass of `avs_on = 'upright_copy'` (ROT reads visual pool5 only)."""
+  return backbone.clone(
+    pathways=tuple(p for p in backbone.pathways if p != 'audio'),
+    audio_fusion_junctions=(),
+    avs_junctions=(),
+  )
+
+
+def _visual_model(model, params, inputs):
+  """(visual-only model, its params, its inputs): `visual_backbone` under the ROT head. The
+  backbone's classifier (unused in pretraining, no gradient) reads fewer pool5 channels
+  without audio; it gets the leading rows of its kernel (Slow and Fast come first in its
+  input), so every other parameter is shared as is."""
+  visual = model.clone(backbone=visual_backbone(model.backbone))
+  visual_inputs = {p: inputs[p] for p in visual.backbone.pathways}
+  shapes = jax.eval_shape(
+    lambda: visual.init(jax.random.key(0), visual_inputs, train=False)['params']['backbone']
+  )
+  head = jax.tree.map(
+    lambda p, s: p[tuple(slice(0, d) for d in s.shape)],
+    params['backbone']['head'],
+    shapes['head'],
+  )
+  return visual, {**params, 'backbone': {**params['backbone'], 'head': head}}, visual_inputs
+
+
+def _visual_rotation_pass(model, params, batch_stats, inputs, rngs):
+  """(rotation logits, batch_stats with the visual BN statistics updated) of the visual-only
+  model on `inputs`, in training mode."""
+  visual, visual_params, visual_inputs = _visual_model(model, params, inputs)
+  (logits, _), updates = visual.apply(
+    {'params': visual_params, 'batch_stats': batch_stats},
+    visual_inputs,
+    train=True,
+    rngs=rngs,
+    mutable=['batch_stats'],
+  )
+  merged = flax.traverse_util.flatten_dict(flax.core.unfreeze(batch_stats))
+  merged.update(flax.traverse_util.flatten_dict(flax.core.unfreeze(updates['batch_stats'])))
+  return logits, flax.traverse_util.unflatten_dict(merged)
+
+
 def _uses_avs(backbone) -> bool:
   return (
     'audio' in backbone.pathways and len(backbone.pathways) > 1 and bool(backbone.avs_junctions)
@@ -162,13 +232,31 @@ def pretraining_loss(
     pair_mask = classification.audible(batch['audio'], batch['has_audio'], threshold) * (
       classification.audible(negative, negative_ok, threshold)
     )
-  (rotation_logits, aux), updates = model.apply(
-    {'params': params, 'batch_stats': batch_stats},
-    inputs,
-    train=True,
-    rngs={'dropout': dropout_rng, 'drop_pathway': drop_pathway_rng},
-    mutable=['batch_stats'],
-  )
+  rngs = {'dropout': dropout_rng, 'drop_pathway': drop_pathway_rng}
+  if settings.avs_on == 'upright_copy' and model.rotation and _uses_avs(model.backbone):
+    _require_rotation(batch.get('rotation'), settings.avs_on)
+    # ROT on the rotated clip, visual pathways only; then AVS (and the unused ROT logits) on
+    # the same clip turned back upright, through the whole model.
+    rotation_logits, batch_stats = _visual_rotation_pass(model, params, batch_stats, inputs, rngs)
+    upright = dict(inputs)
+    for p in VISUAL:
+      if p in upright:
+        upright[p] = unrotate(upright[p], batch['rotation'])
+    (_, aux), updates = model.apply(
+      {'params': params, 'batch_stats': batch_stats},
+      upright,
+      train=True,
+      rngs=rngs,
+      mutable=['batch_stats'],
+    )
+  else:
+    (rotation_logits, aux), updates = model.apply(
+      {'params': params, 'batch_stats': batch_stats},
+      inputs,
+      train=True,
+      rngs=rngs,
+      mutable=['batch_stats'],
+    )
   weights = None
   if aux['avs']:
     # As in supervised training (spec 1.3): junctions after the first audio fusion see visual
@@ -191,7 +279,11 @@ def _distance(x: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def pretext_predictions(
-  model: rotation_head.PretextModel, variables: Any, batch: Mapping[str, jax.Array]
+  model: rotation_head.PretextModel,
+  variables: Any,
+  batch: Mapping[str, jax.Array],
+  *,
+  avs_on: str = 'all',
 ) -> dict[str, jax.Array]:
   """Per-example held-out outputs (eval mode): rotation logits and labels, and the pool5
   distances d(v, a+), d(v, a_hard) (the batch's `audio_negative`) and d(v, a_easy) (the next
@@ -199,18 +291,33 @@ def pretext_predictions(
 
   The distances come from `ranking_backbone`: with the audio->visual laterals on, the visual
   pool5 features would hold the positive audio itself, and the loss trains pool5 only where
-  DropPathway turned them off.
+  DropPathway turned them off. With `avs_on = 'upright_copy'` each is read as its loss reads
+  it: the rotation logits from the visual-only model on the rotated clip, the ranking from
+  every held-out clip turned back upright (its `rotation` undone).
   """
   batch = pretext_batch(batch)
   inputs = {p: batch[p] for p in model.backbone.pathways}
   avs = _uses_avs(model.backbone)
   rotation_logits, aux = None, None
-  if model.rotation or not avs:
+  upright_copy = avs_on == 'upright_copy' and model.rotation and avs
+  if upright_copy:
+    # ROT as its loss trains it: the visual-only model on the rotated clip.
+    visual, visual_params, visual_inputs = _visual_model(model, variables['params'], inputs)
+    rotation_logits, _ = visual.apply(
+      {**variables, 'params': visual_params}, visual_inputs, train=False
+    )
+  elif model.rotation or not avs:
     rotation_logits, aux = model.apply(variables, inputs, train=False)
   if avs:
+    ranking_inputs = dict(inputs)
+    if upright_copy:
+      _require_rotation(batch.get('rotation'), avs_on)
+      for p in VISUAL:
+        if p in ranking_inputs:
+          ranking_inputs[p] = unrotate(ranking_inputs[p], batch['rotation'])
     ranking = model.clone(backbone=ranking_backbone(model.backbone))
     _, aux = ranking.apply(
-      variables, {**inputs, 'audio_negative': batch['audio_negative']}, train=False
+      variables, {**ranking_inputs, 'audio_negative': batch['audio_negative']}, train=False
     )
   n = batch[model.backbone.pathways[0]].shape[0]
   valid = batch.get('_mask', jnp.ones((n,), jnp.float32)).astype(jnp.float32)
@@ -268,6 +375,7 @@ PRETRAINING = {
   'rotation_features': 'visual',  # 'visual' (Slow + Fast pool5) or 'all' (with Audio)
   'rotation_weight': 1.0,
   'avs_weight': 1.0,
+  'avs_on': 'all',  # AVS_ON; 'all' is spec 1.2's [assumption]
 }
 
 
@@ -279,7 +387,14 @@ def pretraining_section(config) -> dict:
     raise ValueError(
       f'config.pretraining has unknown fields {unknown}; known: {sorted(PRETRAINING)}'
     )
-  return {**PRETRAINING, **section}
+  out = {**PRETRAINING, **section}
+  if out['avs_on'] not in AVS_ON:
+    raise ValueError(f'config.pretraining.avs_on={out["avs_on"]!r}; one of {AVS_ON}')
+  if out['avs_on'] == 'upright_copy' and not out['rotation']:
+    raise ValueError(
+      'config.pretraining.avs_on="upright_copy" needs the ROT head (config.pretraining.rotation)'
+    )
+  return out
 
 
 def clip_input_spec(config, *, train: bool) -> dict[str, jax.ShapeDtypeStruct]:
@@ -344,6 +459,7 @@ class Pretraining(base.Task):
       avs_duplicate_distance=config.loss.avs_duplicate_distance,
       hard_from_step=hard_from_step(total, config.loss.avs_easy_until),
       negative_group=config.input.batch_size // jax.device_count(),
+      avs_on=section['avs_on'],
     )
 
   def loss(self, model, params, batch_stats, batch, rng, step):
@@ -355,7 +471,7 @@ class Pretraining(base.Task):
     return pretraining_loss(model, params, batch_stats, batch, rng, step, settings=self.settings())
 
   def predict(self, model, variables, batch):
-    return pretext_predictions(model, variables, batch)
+    return pretext_predictions(model, variables, batch, avs_on=self.section()['avs_on'])
 
   def evaluate(self, predict_fn, variables, batches, *, progress=None):
     collected: dict[str, list[np.ndarray]] = {}

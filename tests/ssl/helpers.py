@@ -67,11 +67,15 @@ class StubBackbone(nn.Module):
   """Stands in for `AVSlowFast` in tests of the loss plumbing (compiling the real one takes
   ~20 s on CPU): the same fields and outputs (`(logits, aux)` with 'avs' and 'pooled'), a
   BatchNorm so that batch statistics exist, and audio embeddings that depend on the audio only.
+  `oriented`: the visual features weigh each pixel by its row, so they see which way is up
+  (plain spatial means do not change when a square frame is rotated).
   """
 
   num_classes: int = 4
   pathways: tuple = ('slow', 'fast', 'audio')
   avs_junctions: tuple = ('res3', 'pool5')
+  audio_fusion_junctions: tuple = ()
+  oriented: bool = False
 
   @nn.compact
   def __call__(self, inputs, *, train: bool):
@@ -79,12 +83,15 @@ class StubBackbone(nn.Module):
       x = nn.Dense(8, name=f'{name}_avs')(x)
       return 0.5 * x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
-    slow = nn.BatchNorm(use_running_average=not train, name='slow_bn')(
-      inputs['slow'].mean(axis=(1, 2, 3))
-    )
+    def visual_mean(x):
+      if self.oriented:
+        x = x * jnp.arange(1.0, x.shape[2] + 1.0)[:, None, None]
+      return x.mean(axis=(1, 2, 3))
+
+    slow = nn.BatchNorm(use_running_average=not train, name='slow_bn')(visual_mean(inputs['slow']))
     pooled = {
       'slow': nn.Dense(6, name='slow')(slow),
-      'fast': nn.Dense(2, name='fast')(inputs['fast'].mean(axis=(1, 2, 3))),
+      'fast': nn.Dense(2, name='fast')(visual_mean(inputs['fast'])),
     }
     avs = {}
     if 'audio' in self.pathways:

@@ -204,3 +204,112 @@ def test_sync_ranking_reads_pool5_with_the_audio_laterals_off():
     'hard_valid': (4,),
     'easy_valid': (4,),
   }
+
+
+def test_unrotate_undoes_the_pipelines_rotation_exactly():
+  """`sync_arrays` / `input/rotation.py` turn each clip by `np.rot90(clip, k, axes=(1, 2))`."""
+  rng = np.random.default_rng(0)
+  upright = rng.normal(size=(4, 2, 5, 5, 3)).astype(np.float32)
+  k = np.asarray([0, 1, 2, 3])
+  rotated = np.stack([np.rot90(upright[i], k[i], axes=(1, 2)) for i in range(4)])
+  assert not np.array_equal(rotated[1], upright[1])
+  np.testing.assert_array_equal(pretraining.unrotate(jnp.asarray(rotated), jnp.asarray(k)), upright)
+
+
+def _hard_only_loss(model, variables, batch, avs_on):
+  settings = pretraining.PretrainingSettings(
+    hard_from_step=0, avs_hard_fraction=1.0, avs_on=avs_on
+  )  # every negative is the clip's own `audio_negative`: no pair reads another clip's audio
+  value, (stats, metrics) = pretraining.pretraining_loss(
+    model,
+    variables['params'],
+    variables['batch_stats'],
+    batch,
+    jax.random.key(1),
+    jnp.asarray(5),
+    settings=settings,
+  )
+  return float(value), stats, {k: float(v) for k, v in metrics.items()}
+
+
+def test_avs_on_upright_copy_reads_rot_rotated_and_avs_upright():
+  """'upright_copy': ROT is the visual-only pass on the rotated clips (the stub's visual
+  features do not depend on the audio, so it equals the one-pass ROT loss), and AVS is the
+  one-pass loss of the clips turned back upright; the BN statistics come from both passes."""
+  model = rotation_head.PretextModel(backbone=helpers.StubBackbone(oriented=True))
+  upright = helpers.batch(n=4)
+  inputs = {k: upright[k] for k in ('slow', 'fast', 'audio')}
+  variables = helpers.random_variables(model, inputs)
+  k = jnp.asarray([0, 1, 2, 3], jnp.int32)
+  rotated = dict(upright, rotation=k)
+  for key in ('slow', 'fast'):
+    rotated[key] = jnp.stack([jnp.rot90(upright[key][i], int(k[i]), axes=(1, 2)) for i in range(4)])
+  _, stats, copy = _hard_only_loss(model, variables, rotated, 'upright_copy')
+  _, _, one_pass_rotated = _hard_only_loss(model, variables, rotated, 'all')
+  _, _, one_pass_upright = _hard_only_loss(model, variables, dict(upright, rotation=k), 'all')
+  assert copy['rotation_loss'] == pytest.approx(one_pass_rotated['rotation_loss'], rel=1e-6)
+  for junction in ('res3', 'pool5'):
+    key = f'avs_loss_{junction}'
+    assert copy[key] == pytest.approx(one_pass_upright[key], rel=1e-6)
+    assert copy[key] != pytest.approx(one_pass_rotated[key], rel=1e-3)
+  assert copy['loss'] == pytest.approx(
+    copy['rotation_loss'] + copy['avs_loss_res3'] + copy['avs_loss_pool5'], rel=1e-6
+  )
+
+  # BN (momentum 0.99, train mode): two updates, rotated then upright.
+  def bn_mean(x):
+    rows = jnp.arange(1.0, x.shape[2] + 1.0)[:, None, None]
+    return np.asarray((x * rows).mean(axis=(1, 2, 3)).mean(axis=0))
+
+  old = np.asarray(variables['batch_stats']['backbone']['slow_bn']['mean'])
+  once = 0.99 * old + 0.01 * bn_mean(rotated['slow'])
+  twice = 0.99 * once + 0.01 * bn_mean(upright['slow'])
+  assert not np.allclose(bn_mean(rotated['slow']), bn_mean(upright['slow']))
+  np.testing.assert_allclose(stats['backbone']['slow_bn']['mean'], twice, rtol=1e-5, atol=1e-7)
+  # Held out: the ranking reads the clips upright, ROT reads them rotated (the stub's visual
+  # features do not depend on the audio, so the visual-only pass equals the whole model's).
+  predict = jax.jit(
+    functools.partial(pretraining.pretext_predictions, model, avs_on='upright_copy')
+  )
+  out = predict(variables, rotated)
+  reference = pretraining.pretext_predictions(model, variables, dict(upright, rotation=k))
+  for key in ('d_positive', 'd_hard', 'd_easy'):
+    np.testing.assert_allclose(out[key], reference[key], rtol=1e-5)
+  one_pass = pretraining.pretext_predictions(model, variables, rotated)
+  np.testing.assert_allclose(out['rotation_logits'], one_pass['rotation_logits'], rtol=1e-5)
+  assert not np.allclose(out['rotation_logits'], reference['rotation_logits'], rtol=1e-3)
+
+
+def test_upright_copy_traces_on_the_real_backbone():
+  """The visual-only ROT pass on an AVSlowFast: its classifier gets the leading rows of the
+  kernel, and the BN statistics come back with the structure they came in (traced only)."""
+  model = rotation_head.PretextModel(
+    backbone=helpers.tiny_backbone(
+      audio_fusion='a_fs', audio_fusion_junctions=('res3', 'res4'), avs_inputs='fusion'
+    )
+  )
+  batch = helpers.batch(n=4)
+  variables = helpers.random_variables(model, {k: batch[k] for k in ('slow', 'fast', 'audio')})
+  settings = pretraining.PretrainingSettings(avs_on='upright_copy')
+  loss, (stats, metrics) = jax.eval_shape(
+    lambda v, b: pretraining.pretraining_loss(
+      model,
+      v['params'],
+      v['batch_stats'],
+      b,
+      jax.random.key(1),
+      jnp.asarray(0),
+      settings=settings,
+    ),
+    variables,
+    batch,
+  )
+  assert loss.shape == ()
+  assert jax.tree.structure(stats) == jax.tree.structure(variables['batch_stats'])
+  assert {'rotation_loss', 'avs_loss_res3', 'avs_loss_res4', 'avs_loss_pool5'} <= set(metrics)
+  out = jax.eval_shape(
+    functools.partial(pretraining.pretext_predictions, model, avs_on='upright_copy'),
+    variables,
+    batch,
+  )
+  assert out['rotation_logits'].shape == (4, 4) and out['d_positive'].shape == (4,)

@@ -58,6 +58,12 @@ def test_tasks_are_registered_and_their_sections_checked():
   config.pretraining = {'rotaton': False}
   with pytest.raises(ValueError, match=r'config.pretraining has unknown fields \[.rotaton.\]'):
     pretraining.pretraining_section(config)
+  config.pretraining = {'avs_on': 'upright'}
+  with pytest.raises(ValueError, match="config.pretraining.avs_on='upright'"):
+    pretraining.pretraining_section(config)
+  config.pretraining = {'avs_on': 'upright_copy', 'rotation': False}
+  with pytest.raises(ValueError, match='avs_on="upright_copy" needs the ROT head'):
+    pretraining.pretraining_section(config)
   config = _config('demo_probe')
   config.probe = {'mode': 'frozen'}
   with pytest.raises(ValueError, match='config.probe.mode'):
@@ -79,6 +85,10 @@ def test_pretraining_settings_follow_the_curriculum_and_the_config():
     1.0,
   )
   assert config.optim.base_lr == 0.3
+  # The demo's ROT + AVS reads AVS upright (DEMO_AVS_ON); the full-scale configs keep 'all'.
+  assert settings.avs_on == 'upright_copy'
+  assert pretraining.Pretraining(_config('demo_avs'), INFO).settings().avs_on == 'all'
+  assert pretraining.pretraining_section(_config('pretrain_avs_rot'))['avs_on'] == 'all'
   assert pretraining.Pretraining(_config('demo_avs'), INFO).settings().rotation_weight == 1.0
   spec = task.input_spec(train=True)
   assert spec['slow'].shape == (4, 32, 32, 3) and spec['fast'].shape == (8, 32, 32, 3)

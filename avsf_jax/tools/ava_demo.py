@@ -130,9 +130,8 @@ def main(argv):
   del argv
   f = flags.FLAGS
   start = time.time()
-  if not console.verbose_requested():  # TensorFlow's and XLA's C++ notices go to the log file
-    os.makedirs(f.output, exist_ok=True)
-    console.redirect_native_stderr(os.path.join(f.output, 'ava_demo.log'))
+  # Library logs (orbax, absl) and TensorFlow's / XLA's C++ notices go to the log file.
+  console.setup(os.path.join(f.output, 'ava_demo.log'), verbose=console.verbose_requested())
   results, seconds = {}, {}
   for variant in ('demo', 'demo_avslowfast'):
     results[variant], seconds[variant] = run_variant(variant, f.output, f.steps, f.data_dir)

@@ -332,6 +332,8 @@ def main(argv):
   # The 'rbg' generator: XLA's RngBitGenerator compiles in seconds on CPU, where the threefry
   # draws of `init` (one per parameter) take about 30 s per model. Still keyed by the seed.
   jax.config.update('jax_default_prng_impl', FLAGS.prng)
+  # Library logs (orbax, absl) and TensorFlow's / XLA's C++ notices go to the log file.
+  console.setup(os.path.join(FLAGS.output, 'demo_ssl.log'), verbose=console.verbose_requested())
   if FLAGS.compilation_cache:
     # Compiled programs are cached across runs (results do not depend on it).
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(FLAGS.compilation_cache))

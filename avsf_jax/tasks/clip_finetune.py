@@ -41,6 +41,17 @@ def clip_inputs(config, model_config=None) -> dict[str, tuple[int, ...]]:
   return {m: shapes[m] for m in model_config.get('modalities', ('image', 'audio'))}
 
 
+def preview_preprocessing(config) -> dict[str, Any]:
+  """What turns a pair into the student's inputs: frame size, and the log-mel's normalisation
+  (`config.audio.mean/std`, the training clips' statistics)."""
+  return {
+    'image_size': config.input.crop_size,
+    'audio': 'input.ltl_data.log_mel',
+    'audio_mean': float(config.audio.mean),
+    'audio_std': float(config.audio.std),
+  }
+
+
 def export_variables(export_dir: str, field: str) -> dict[str, Any]:
   """The {'params', 'batch_stats'} of an export (`export.write`'s 'variables/' item), as numpy.
 
@@ -117,9 +128,7 @@ class ClipFinetune(base.Task):
   def export_preprocessing(self):
     """The preview preprocessing (image size, the log-mel's normalisation) that the bank
     extractor and the demo read."""
-    from avsf_jax.tasks import distillation  # noqa: PLC0415 - it imports this module
-
-    return distillation.preprocessing(self.config)
+    return preview_preprocessing(self.config)
 
   def predict(self, model, variables, batch):
     logits, _ = model.apply(variables, self.model_inputs(batch), train=False)

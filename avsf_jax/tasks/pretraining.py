@@ -92,6 +92,12 @@ def unrotate(video: jax.Array, rotation: jax.Array) -> jax.Array:
   return jnp.take_along_axis(candidates, k[None, :, None, None, None, None], axis=0)[0]
 
 
+def _upright(inputs: Mapping[str, jax.Array], rotation, avs_on: str) -> dict[str, jax.Array]:
+  """`inputs` with the visual pathways' clips turned back upright (`unrotate`)."""
+  _require_rotation(rotation, avs_on)
+  return {p: unrotate(x, rotation) if p in VISUAL else x for p, x in inputs.items()}
+
+
 def pretext_batch(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
   """The entries of `batch` that pretraining may read; labels and everything else are dropped."""
   return {k: v for k, v in batch.items() if k in PRETEXT_KEYS}
@@ -233,30 +239,21 @@ def pretraining_loss(
       classification.audible(negative, negative_ok, threshold)
     )
   rngs = {'dropout': dropout_rng, 'drop_pathway': drop_pathway_rng}
+  avs_inputs, rotation_logits = inputs, None
   if settings.avs_on == 'upright_copy' and model.rotation and _uses_avs(model.backbone):
-    _require_rotation(batch.get('rotation'), settings.avs_on)
     # ROT on the rotated clip, visual pathways only; then AVS (and the unused ROT logits) on
     # the same clip turned back upright, through the whole model.
     rotation_logits, batch_stats = _visual_rotation_pass(model, params, batch_stats, inputs, rngs)
-    upright = dict(inputs)
-    for p in VISUAL:
-      if p in upright:
-        upright[p] = unrotate(upright[p], batch['rotation'])
-    (_, aux), updates = model.apply(
-      {'params': params, 'batch_stats': batch_stats},
-      upright,
-      train=True,
-      rngs=rngs,
-      mutable=['batch_stats'],
-    )
-  else:
-    (rotation_logits, aux), updates = model.apply(
-      {'params': params, 'batch_stats': batch_stats},
-      inputs,
-      train=True,
-      rngs=rngs,
-      mutable=['batch_stats'],
-    )
+    avs_inputs = _upright(inputs, batch.get('rotation'), settings.avs_on)
+  (logits, aux), updates = model.apply(
+    {'params': params, 'batch_stats': batch_stats},
+    avs_inputs,
+    train=True,
+    rngs=rngs,
+    mutable=['batch_stats'],
+  )
+  if rotation_logits is None:
+    rotation_logits = logits
   weights = None
   if aux['avs']:
     # As in supervised training (spec 1.3): junctions after the first audio fusion see visual
@@ -311,10 +308,7 @@ def pretext_predictions(
   if avs:
     ranking_inputs = dict(inputs)
     if upright_copy:
-      _require_rotation(batch.get('rotation'), avs_on)
-      for p in VISUAL:
-        if p in ranking_inputs:
-          ranking_inputs[p] = unrotate(ranking_inputs[p], batch['rotation'])
+      ranking_inputs = _upright(ranking_inputs, batch.get('rotation'), avs_on)
     ranking = model.clone(backbone=ranking_backbone(model.backbone))
     _, aux = ranking.apply(
       variables, {**ranking_inputs, 'audio_negative': batch['audio_negative']}, train=False

@@ -35,7 +35,8 @@ from avsf_jax import experiment as experiment_lib
 from avsf_jax.evaluation import skimming_baselines as sb
 from avsf_jax.evaluation import skimming_cost, skimming_plots
 from avsf_jax.input import feature_banks
-from avsf_jax.models import ltl_models, skimming, stats
+from avsf_jax.models import ltl_models, stats
+from avsf_jax.tasks import skimming as skimming_task
 from avsf_jax.tools import extract_preview_features
 
 CONFIG = os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'listen_to_look.py')
@@ -237,8 +238,8 @@ def _sparse(ex, variables, factor, labels, segments) -> dict:
   outs, idx = [], []
   for batch in ex.eval_batches(multi_view=False):
     keep = np.asarray(batch['_mask']) > 0
-    image, audio = skimming.sparse_banks(batch['image'], batch['audio'], batch['mask'], factor)
-    o = jax.device_get(ex.predict(variables, {**batch, 'image': image, 'audio': audio}))
+    sparse = skimming_task.sparse_batch(batch, {'eval_subsample': factor})
+    o = jax.device_get(ex.predict(variables, sparse))
     outs.append(np.asarray(o['logits'])[keep])
     idx.append(np.asarray(o['indices'])[keep])
   logits, indices = np.concatenate(outs), np.concatenate(idx)

@@ -155,6 +155,34 @@ def test_write_video_writes_the_same_bytes_every_time(tmp_path):
   assert written[0] == written[1] == written[2]
 
 
+_ENCODE_SIX = """
+import hashlib, sys
+from avsf_jax.input.prepare import synthetic
+for seed, name in enumerate(synthetic.CLASS_NAMES[:6]):
+  synthetic.write_video(f'{sys.argv[1]}/x.mp4', *synthetic.clip_media(name, seed))
+  print(hashlib.sha256(open(f'{sys.argv[1]}/x.mp4', 'rb').read()).hexdigest())
+"""
+
+
+def test_write_video_does_not_read_memory_nobody_wrote(tmp_path):
+  """x264's assembly reads memory nobody wrote, so a clip's bytes depended on the heap's
+  leftovers, i.e. on what the process had run before: a build's pooled workers and two serial
+  builds wrote different files (docs/data.md). glibc's MALLOC_PERTURB_ fills that memory with
+  a chosen byte; with the assembly, 5 of these 6 clips differed between 0 and 170. With
+  x264's C code (`write_video`'s `no-asm`) none may."""
+  digests = []
+  for perturb in ('0', '170'):
+    out = subprocess.run(
+      [sys.executable, '-c', _ENCODE_SIX, str(tmp_path)],
+      check=True,
+      capture_output=True,
+      text=True,
+      env={**os.environ, 'MALLOC_PERTURB_': perturb},
+    )
+    digests.append(out.stdout.split())
+  assert len(digests[0]) == 6 and digests[0] == digests[1]
+
+
 def test_every_builder_is_reachable_by_name(tmp_path):
   for name in ('kinetics400', 'kinetics_sounds', 'synthetic_av', 'charades', 'epic_kitchens'):
     builder = builders.get_builder(name, str(tmp_path))

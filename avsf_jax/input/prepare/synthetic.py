@@ -84,13 +84,16 @@ def write_video(
     vstream = container.add_stream('libx264', rate=fps)
     vstream.width, vstream.height = frames.shape[2], frames.shape[1]
     vstream.pix_fmt = 'yuv420p'
-    # One x264 thread and one lookahead thread, asked of x264 itself: with the codec context's
-    # thread_count = 1 alone, repeated encodes of one clip in a process still differed in
-    # some processes (measured: 3 of 3 runs of one command line, while another form of the same
-    # code gave equal bytes every time); with these parameters every form gave equal bytes.
+    # One x264 thread and one lookahead thread, asked of x264 itself (the codec context's
+    # thread_count = 1 alone left repeated encodes of a clip different in some processes), and
+    # x264's C code instead of its assembly (`no-asm`): the assembly reads memory nobody wrote,
+    # so a clip's bytes depended on the heap's leftovers, i.e. on what the process had run
+    # before (a build's pooled workers and two serial builds wrote different files; with
+    # glibc's MALLOC_PERTURB_ at 0 and 170, 5 of 6 clips differed). Encoding is about 1.8x
+    # slower; every clip now has one set of bytes (tests/input/test_builders.py, docs/data.md).
     vstream.options = {
       'preset': 'veryfast',
-      'x264-params': 'threads=1:lookahead-threads=1',
+      'x264-params': 'threads=1:lookahead-threads=1:no-asm=1',
       **({'g': str(gop)} if gop else {}),
     }
     vstream.codec_context.thread_count = 1

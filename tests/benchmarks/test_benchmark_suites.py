@@ -16,6 +16,7 @@ from tests import helpers
 from tests.helpers import load_config
 
 
+@pytest.mark.slow
 def test_model_suite_reports_the_models_own_size_and_a_consistent_mfu():
   config = helpers.tiny_config()
   result = benchmarking.model_suite(
@@ -36,6 +37,7 @@ def test_model_suite_reports_the_models_own_size_and_a_consistent_mfu():
   assert row['compiled_temp_bytes'] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('variant', ['avslowfast_4x16', 'avslowfast_8x8', 'slowfast_4x16'])
 def test_reference_network_runs_at_the_configs_geometry(variant):
   import torch  # noqa: PLC0415

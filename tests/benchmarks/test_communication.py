@@ -11,6 +11,7 @@ import re
 
 import jax
 import numpy as np
+import pytest
 
 from avsf_jax import mesh as mesh_lib
 from avsf_jax import train
@@ -54,6 +55,7 @@ def _all_reduced_bytes(hlo: str) -> int:
   return sum(_result_bytes(line) for line in reduces)
 
 
+@pytest.mark.slow
 def test_train_step_all_reduces_about_the_parameter_bytes():
   assert jax.device_count() == 8
   # Grouped BN (2 clips a group, 2 clips a device): gradients, plus the per-channel moments

@@ -7,6 +7,8 @@ all of them fail before any compilation, and they run side by side.
 import subprocess
 import sys
 
+import pytest
+
 from tests import helpers
 
 TINY = str(helpers.TINY_CONFIG)
@@ -32,6 +34,7 @@ def _finish(started, tmp_path, name) -> tuple[int, list[str]]:
   return process.returncode, lines
 
 
+@pytest.mark.slow
 def test_each_user_mistake_is_one_line(tmp_path):
   mismatch = tmp_path / 'other_experiment'
   saved = helpers.tiny_config('slowfast')

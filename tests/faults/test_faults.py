@@ -28,6 +28,10 @@ from avsf_jax.tools import convert_checkpoint, log_mel
 from tests import helpers
 from tests.faults import faults as F
 
+# Fault injection trains and checkpoints small runs in module fixtures (a minute on 2 cores):
+# the whole file is in `make test` and `make test-faults`, not in the fast tier.
+pytestmark = pytest.mark.slow
+
 # What a message must say for each fault (besides the file's path).
 SAYS = {
   'truncated': r'truncat|damaged|corrupt|cannot be restored|not a readable|Data corruption',

@@ -116,6 +116,7 @@ def test_activitynet_build_stores_whole_videos_with_their_segments(built):
   np.testing.assert_allclose(val['segments']['end'], [1.25])
 
 
+@pytest.mark.slow
 def test_feature_banks_of_a_prepared_dataset_by_hand(built, tmp_path):
   """`extract_preview_features --dataset=activitynet`: one pair every 16 frames; the frame
   (short side to 32, centre crop) and 1 s of 16-kHz audio from it, through the student."""

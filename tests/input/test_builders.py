@@ -7,12 +7,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from array_record.python import array_record_data_source
 from PIL import Image
 
 from avsf_jax.input.prepare import annotations, builders, synthetic
 
 
+@pytest.mark.slow
 def test_kinetics_build_keeps_good_clips_and_reports_every_bad_one(kinetics_prepared):
   _, builder = kinetics_prepared
   assert builder.info.splits['train'].num_examples == 9 + 2  # + no-audio + untrimmed segment

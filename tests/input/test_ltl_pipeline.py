@@ -112,6 +112,7 @@ def _numpy_log_mel(example, first_frame, config):
   )
 
 
+@pytest.mark.slow
 def test_eval_clip_image_audio_and_labels_match_a_numpy_derivation(ltl_dataset):
   config = _config(ltl_dataset)
   (batch,) = list(ltl_pipeline.make_eval_iterator(config))

@@ -52,6 +52,7 @@ def charades(tmp_path_factory):
   return data_dir
 
 
+@pytest.mark.slow
 def test_charades_labels_are_multi_hot(charades):
   config = _config('charades', charades)
   info = pipeline.dataset_info(config)
@@ -71,6 +72,7 @@ def test_charades_labels_are_multi_hot(charades):
   assert evaluated['label'][0, 0] == 1 and evaluated['label'][0].sum() == 1
 
 
+@pytest.mark.slow
 def test_epic_segments_carry_verb_and_noun(tmp_path):
   raw = tmp_path / 'raw'
   (raw / 'P01' / 'videos').mkdir(parents=True)

@@ -119,6 +119,7 @@ def _pipeline_config(data_dir, **pretraining):
   return config
 
 
+@pytest.mark.slow
 def test_pipeline_rotates_pretraining_clips_after_the_crop(kinetics_prepared):
   """The tf.data hook: with the ROT head, each training clip is the plain stream's clip turned
   by `rotation` quarter turns (np.rot90 over H, W), Slow and Fast alike; every other key is the

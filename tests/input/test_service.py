@@ -48,6 +48,7 @@ def test_service_graph_holds_no_python_ops(config):
     service.check_serializable(local)
 
 
+@pytest.mark.slow
 def test_one_epoch_holds_the_local_pipelines_examples(config, kinetics_prepared):
   size = pipeline.dataset_info(config).num_train_examples
   local = list(pipeline.make_train_dataset(config, seed=5).take(size).as_numpy_iterator())
@@ -61,6 +62,7 @@ def test_one_epoch_holds_the_local_pipelines_examples(config, kinetics_prepared)
     np.testing.assert_array_equal(a['fast'], b['fast'])
 
 
+@pytest.mark.slow
 def test_dispatcher_and_two_workers_in_another_process_deliver_the_local_batches(config):
   """The workers run in a process of their own that imports TensorFlow only, as on a CPU host:
   a graph with Python ops would fail there."""

@@ -170,6 +170,7 @@ def test_generation_is_deterministic_laid_out_like_kinetics_and_fast(tmp_path):
     sync.clip_media('purple_fast', 0)
 
 
+@pytest.mark.slow
 def test_builder_prepares_the_generated_splits(tmp_path):
   from avsf_jax.input.prepare import builders, synthetic_sync_builder  # noqa: PLC0415 (TF)
 

@@ -7,6 +7,7 @@ import sys
 
 import librosa
 import numpy as np
+import pytest
 
 from avsf_jax import config_lib
 from avsf_jax.input import pipeline
@@ -14,6 +15,7 @@ from avsf_jax.input.prepare import builders, synthetic
 from avsf_jax.tools import log_mel, prepare_dataset
 
 
+@pytest.mark.slow
 def test_synthetic_av_is_built_on_first_use_then_found_prepared(tmp_path, monkeypatch, capsys):
   monkeypatch.setattr(builders.SyntheticAv, 'clips_per_class', {'train': 1, 'validate': 1})
   config = config_lib.base_config()
@@ -40,6 +42,7 @@ def test_synthetic_av_is_built_on_first_use_then_found_prepared(tmp_path, monkey
   assert report.read_text() == '{"key": "kept"}\n'
 
 
+@pytest.mark.slow
 def test_log_mel_tool_writes_the_reference_spectrogram(tmp_path):
   t = np.arange(32000) / 32000
   stereo = np.stack([0.3 * np.sin(2 * np.pi * 700 * t), 0.1 * np.sin(2 * np.pi * 2000 * t)]).astype(

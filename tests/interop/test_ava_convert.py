@@ -43,6 +43,7 @@ def _torch_shape(shape):
   return shape
 
 
+@pytest.mark.slow
 def test_slowfast_32x2_r101_50_50_state_dict_converts_onto_the_detector():
   config = helpers.load_config('configs/ava.py:slowfast_32x2_r101_50_50')
   assert config.model.roi_aligned is False and config.model.num_classes == 80
@@ -75,6 +76,7 @@ def test_slowfast_32x2_r101_50_50_state_dict_converts_onto_the_detector():
     ava_convert.convert_detector(config, state)
 
 
+@pytest.mark.slow
 def test_convert_checkpoint_routes_a_detection_config_to_the_detector(tmp_path):
   """`tools.convert_checkpoint` with a detection config (`configs/ava.py:demo`: depth 14, no
   NL) converts a PySlowFast AVA `.pyth` through `ava_convert` (the RoI head's projection

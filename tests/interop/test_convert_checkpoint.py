@@ -102,6 +102,7 @@ def _ptv_to_caffe2(state, stage_depths=(3, 4, 6, 3)):
   return blobs
 
 
+@pytest.mark.slow
 def test_pytorchvideo_file_converts_to_an_export_that_predicts_like_pytorchvideo(
   ptv_slowfast, tmp_path
 ):
@@ -133,6 +134,7 @@ def test_pytorchvideo_file_converts_to_an_export_that_predicts_like_pytorchvideo
   assert export.load(out).metadata['converted_from']['file'] == str(path)
 
 
+@pytest.mark.slow
 def test_caffe2_blob_pickle_converts_and_matches(ptv_slowfast, tmp_path):
   state = {k: v.numpy() for k, v in ptv_slowfast.state_dict().items()}
   path = tmp_path / 'SLOWFAST_4x16_R50.pkl'
@@ -152,6 +154,7 @@ def test_caffe2_blob_pickle_converts_and_matches(ptv_slowfast, tmp_path):
   np.testing.assert_allclose(ours, theirs, atol=1e-4 * np.max(np.abs(theirs)), rtol=0)
 
 
+@pytest.mark.slow
 def test_mismatched_configs_list_every_offending_tensor(ptv_slowfast, tmp_path):
   path = tmp_path / 'slowfast.pyth'
   torch.save(ptv_slowfast.state_dict(), path)

@@ -2,12 +2,14 @@
 
 import jax
 import numpy as np
+import pytest
 
 from avsf_jax import export
 from avsf_jax.models import weights as init_from
 from tests.models.test_avslowfast import inputs, random_variables, tiny
 
 
+@pytest.mark.slow
 def test_matching_tensors_load_and_a_new_classifier_is_reinitialised(tmp_path):
   x = inputs()
   source_model, target_model = tiny(num_classes=7), tiny(num_classes=5)

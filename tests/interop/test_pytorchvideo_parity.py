@@ -12,6 +12,7 @@ import types
 
 import jax
 import numpy as np
+import pytest
 import torch
 
 from avsf_jax import models
@@ -112,6 +113,7 @@ def _check_parity(ptv_model, config, seed):
     np.testing.assert_allclose(mine, expected, atol=1e-4 * np.max(np.abs(expected)), rtol=0)
 
 
+@pytest.mark.slow
 def test_slowfast_4x16_r50_parity():
   ptv = create_slowfast(
     slowfast_fusion_conv_kernel_size=(5, 1, 1),
@@ -121,11 +123,13 @@ def test_slowfast_4x16_r50_parity():
   _check_parity(ptv, load_config('configs/kinetics_r50.py:slowfast_4x16'), seed=0)
 
 
+@pytest.mark.slow
 def test_slowfast_8x8_r50_parity():
   ptv = create_slowfast(head_pool_kernel_sizes=((8, 2, 2), (32, 2, 2)))
   _check_parity(ptv, load_config('configs/kinetics_r50.py:slowfast_8x8'), seed=1)
 
 
+@pytest.mark.slow
 def test_audiovisual_slowfast_parity():
   ptv = create_audio_visual_slowfast(head_pool_kernel_sizes=((8, 2, 2), (32, 2, 2), (16, 1, 10)))
   config = load_config('configs/kinetics_r50.py:avslowfast_8x8_ptv')

@@ -125,6 +125,7 @@ def test_resnet18_conversion_names_a_missing_tensor(imagenet_resnet18):
     torchvision_weights.imgaud_from_resnet18(variables, state)
 
 
+@pytest.mark.slow
 def test_r2plus1d_18_matches_torch():
   torch.manual_seed(2)
   reference = ref.randomise_batchnorm(ref.R2Plus1D18(num_classes=400), seed=3)

@@ -112,6 +112,7 @@ def test_mismatched_r101_config_lists_the_offending_tensors(slowfast_r101):
   assert not report.missing and not report.unexpected
 
 
+@pytest.mark.slow
 def test_slow_r50_logits_match_pytorchvideo():
   with torch.no_grad():
     # The hub's slow_r50 arguments, with the head pool shrunk to the 64-pixel view.

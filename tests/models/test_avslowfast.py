@@ -152,6 +152,7 @@ CONFIG_VARIANTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('spec', CONFIG_VARIANTS)
 def test_stage_shapes_of_every_preset(spec):
   config = load_config(spec)
@@ -171,12 +172,14 @@ def test_presets_and_config_variants_agree():
   assert set(presets.PRESETS) - variants == {'avslowfast_16x8', 'slow_only_8x8'}
 
 
+@pytest.mark.slow
 def test_head_is_fully_convolutional_at_test_time(tiny_variables):
   logits, _ = eval_apply(tiny(), tiny_variables, inputs(batch=2, crop=48))
   assert logits.shape == (2, 5)
   assert np.all(np.isfinite(logits))
 
 
+@pytest.mark.slow
 def test_window_head_averages_fc_over_training_sized_windows():
   """'window' pooling with 'logits' averaging = PyTorchVideo's head: avg-pool 1x1 windows of
   res5 -> FC -> mean of the logits (the softmax average is in test_fidelity.py)."""
@@ -215,6 +218,7 @@ def test_several_heads():
 # -- Gradients and numerics -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_forward_backward_gives_finite_gradients(tiny_variables):
   model = tiny()
   x = inputs()
@@ -241,6 +245,7 @@ def test_forward_backward_gives_finite_gradients(tiny_variables):
   assert any("['bn_c']['scale']" in n for n in nonzero)
 
 
+@pytest.mark.slow
 def test_bf16_compute_gives_f32_logits_close_to_f32(tiny_variables):
   x = inputs()
   model32, model16 = tiny(), tiny(dtype=jnp.bfloat16)
@@ -301,6 +306,7 @@ def test_drop_pathway_same_key_same_decision_and_rate_is_respected(tiny_variable
   assert np.mean(keeps) == pytest.approx(0.2, abs=0.08)
 
 
+@pytest.mark.slow
 def test_drop_pathway_rate_0_is_no_drop_and_rate_1_zeroes_the_audio_laterals(tiny_variables):
   x = inputs()
   variables = tiny_variables
@@ -329,6 +335,7 @@ def test_drop_pathway_is_never_active_in_eval(tiny_variables):
   assert float(aux['drop_pathway_keep']) == 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mode', ['global', 'per_example'])
 def test_drop_pathway_decision_on_a_sharded_batch(mode):
   """On a batch sharded over 8 devices, 'global' drops audio for all clips or none, and the
@@ -390,6 +397,7 @@ def test_avs_embeddings_at_each_junction_with_negatives(bn_group_size):
   np.testing.assert_allclose(logits_plain, logits_neg, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('fusion', ['a_fs', 'a_f_s', 'av_nonlocal'])
 def test_audio_fusions_make_logits_depend_on_audio(fusion):
   model = tiny(audio_fusion=fusion, audio_pool5_concat=False)

@@ -152,6 +152,7 @@ def test_avs_pairing_keeps_each_clip_with_its_own_negative():
 # -- What the AVS heads see (item 2) --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_avs_fusion_inputs_train_the_fusion_convs():
   """avs_inputs='fusion' (the authors' code): at res3 the visual side is Slow with the
   Fast->Slow lateral concatenated, before audio is added; the audio side is the A->FS
@@ -222,6 +223,7 @@ def test_avs_fusion_inputs_train_the_fusion_convs():
   np.testing.assert_allclose(entry['audio_negative'], project('avs_res3_audio', neg), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_avs_input_widths_tell_the_wirings_apart():
   """Projection input widths (abstract shapes only): 'fusion' projects Slow + lateral (64 +
   32 at res3) and the fusion output (the same width); 'pooled' projects Slow + lateral + Fast

@@ -110,6 +110,7 @@ def _stats(spec, overrides):
   return model_stats.compute(config)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('row,spec,overrides,gflops,params,tol', SLOWFAST_ROWS + AVSLOWFAST_ROWS)
 def test_matches_paper(row, spec, overrides, gflops, params, tol):
   result = _stats(spec, overrides)
@@ -118,6 +119,7 @@ def test_matches_paper(row, spec, overrides, gflops, params, tol):
     assert result['params'] / 1e6 == pytest.approx(params, rel=tol), row
 
 
+@pytest.mark.slow
 def test_fusion_junctions_cost_what_table6_says_they_cost():
   """Each added fusion junction costs what Table 6's differences say (0.7, 0.7, 0.4)."""
   totals = [
@@ -128,6 +130,7 @@ def test_fusion_junctions_cost_what_table6_says_they_cost():
   assert steps == pytest.approx([0.7, 0.7, 0.4], abs=0.06)
 
 
+@pytest.mark.slow
 def test_avslowfast_params_without_classifier_match_table8():
   """Paper 000 Table 8 (38.5M) counts a linear-probe model: no Kinetics classifier.
 
@@ -152,6 +155,7 @@ def test_fast_only_is_what_slowfast_without_laterals_implies():
   assert fast['params_by_group']['fast'] / 1e6 == pytest.approx(0.53, rel=0.03)
 
 
+@pytest.mark.slow
 def test_audio_only_full_width_and_a_f_s_figures_documented_gaps():
   """Audio-only (Table A.3: 14.2) and A->F->S (Table 5a: 51.4) cannot be matched.
 
@@ -169,6 +173,7 @@ def test_audio_only_full_width_and_a_f_s_figures_documented_gaps():
   assert afs['gflops'] == pytest.approx(_stats(R50, {})['gflops'], abs=0.01)
 
 
+@pytest.mark.slow
 def test_r101_lateral_kernel_and_nonlocal_figures():
   """Every R101 preset uses the Fast->Slow kernel 5 (PySlowFast, PyTorchVideo, paper 003):
   SlowFast 8x8 / 16x8 R101 cost 106.5 / 213.0 GFLOPs (kernel 7 gave 106.9 / 213.8).

@@ -176,6 +176,7 @@ def _apply(model, variables, inputs, train):
   return out[0] if train else out
 
 
+@pytest.mark.slow
 def test_module_is_jittable():
   model, variables = _model_and_variables()
   inputs = _inputs(seed=1)
@@ -391,6 +392,7 @@ def np_single_bank(variables, features, banks, mask, start, clip, steps, hard, t
   return logits, np.stack(picks, 1), scores, np.stack(preds, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('hard,train', [(False, True), (True, False)])
 def test_single_bank_skimming_equals_numpy_reference(hard, train):
   """Keys from the full features, soft features to the classifier, the early exit (8 steps,
@@ -424,6 +426,7 @@ def test_single_bank_skimming_equals_numpy_reference(hard, train):
   np.testing.assert_allclose(aux['step_logits'][:, :taken], ref_preds, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_queries_keys_and_step_predictor_start_as_the_official_code():
   """Weights N(0, 0.02), the keys' BN scales N(1, 0.02), LSTM biases 0 (spec §3.2 [code])."""
   model = skimming.Skimming(num_classes=3, num_steps=1, hidden=256, key_dim=128, feature_dim=8)

@@ -16,6 +16,7 @@ def _backbone(**changes):
   return backbone
 
 
+@pytest.mark.slow
 def test_slowfast_clip_is_the_backbone_on_strided_and_full_frames():
   """Same variables: the wrapper's logits are AVSlowFast's on {'slow': every alpha-th frame,
   'fast': all frames}, and its descriptor is the pathways' pool5 features concatenated."""
@@ -34,6 +35,7 @@ def test_slowfast_clip_is_the_backbone_on_strided_and_full_frames():
   assert aux['pooled'].shape == (2, 288)
 
 
+@pytest.mark.slow
 def test_slow_only_clip_reads_every_alpha_th_frame():
   """A Slow-only backbone sees frames 0, alpha, 2 alpha, ...: changing an odd frame changes
   nothing, changing an even one changes the descriptor."""

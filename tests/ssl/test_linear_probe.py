@@ -40,6 +40,7 @@ def _bytes(tree):
   return [np.asarray(x).tobytes() for x in jax.tree.leaves(tree)]
 
 
+@pytest.mark.slow
 def test_linear_probe_steps_change_only_the_fc():
   """Real tiny AVSlowFast: after 3 steps every backbone
   parameter and BN statistic is bit-identical while the FC has moved."""

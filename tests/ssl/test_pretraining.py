@@ -140,6 +140,7 @@ class FusedStub(helpers.StubBackbone):
   audio_fusion_junctions: tuple = ('res3',)
 
 
+@pytest.mark.slow
 def test_junctions_after_the_first_fusion_count_only_when_drop_pathway_drops():
   """Spec 1.3 / the supervised loss: with audio fused at res3 and DropPathway keeping it, the
   pool5 pairs (whose visual side holds the positive audio) are out of the loss; res3 stays."""
@@ -180,6 +181,7 @@ def test_junctions_after_the_first_fusion_count_only_when_drop_pathway_drops():
   assert fused == pytest.approx(plain_metrics['avs_loss_res3'], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_sync_ranking_reads_pool5_with_the_audio_laterals_off():
   """The held-out ranking runs the backbone as the pool5 loss trains it: no audio fusion, only
   the pool5 projections, on the same variables (traced, not compiled)."""
@@ -232,6 +234,7 @@ def _hard_only_loss(model, variables, batch, avs_on):
   return float(value), stats, {k: float(v) for k, v in metrics.items()}
 
 
+@pytest.mark.slow
 def test_avs_on_upright_copy_reads_rot_rotated_and_avs_upright():
   """'upright_copy': ROT is the visual-only pass on the rotated clips (the stub's visual
   features do not depend on the audio, so it equals the one-pass ROT loss), and AVS is the

@@ -45,6 +45,7 @@ def _race(tmp_path, compilation_cache, clips: tuple[int, int], timeout: float):
   return data_dir, texts
 
 
+@pytest.mark.slow
 def test_two_processes_on_an_empty_cache_build_it_once_and_both_finish(tmp_path, compilation_cache):
   """Two independent builds (two demos on one machine) started together on an empty cache:
   one prepares the data under the file lock, the other says it waits for the lock and then

@@ -40,6 +40,7 @@ def tiny_task():
   return config, task, model, variables, batch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('rate', [0.0, 1.0])
 def test_avs_loss_counts_later_junctions_only_when_drop_pathway_dropped_audio(tiny_task, rate):
   """Fusion at res3+res4: res3's loss always counts; res4's and pool5's only on steps whose

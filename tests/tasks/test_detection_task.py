@@ -94,6 +94,7 @@ def _batch(rng):
   }
 
 
+@pytest.mark.slow
 def test_loss_is_the_masked_bce_of_the_models_logits_and_ignores_padding():
   task = tasks.create(_config(), _info())
   model = _BoxModel()

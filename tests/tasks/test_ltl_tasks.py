@@ -246,6 +246,7 @@ def test_clip_finetune_inputs_follow_the_model():
   assert {k: v.shape for k, v in spec.items()} == {'video': (16, 48, 48, 3)}
 
 
+@pytest.mark.slow
 def test_clip_finetune_loss_is_cross_entropy_and_evaluate_counts_real_clips():
   """One step of the image-only student (the teacher and the two-stream student take the same
   code path: `model_inputs` of their spec, then cross-entropy)."""
@@ -314,6 +315,7 @@ def _banks(n, seed, length=12):
   return batch
 
 
+@pytest.mark.slow
 def test_skimming_step_keeps_psi_bit_identical_and_copies_the_student():
   config = _skim_config()
   config.skim.student_export = 'STUDENT'
@@ -386,6 +388,7 @@ def test_skimming_evaluate_reports_video_metrics_and_hit_rate(kind):
     assert len([k for k in results if k.startswith('early_stop_')]) == 3
 
 
+@pytest.mark.slow
 def test_skimming_export_round_trip_gives_picks_and_scores(tmp_path):
   config = _skim_config()
   config.input.dataset = 'ltl_banks'

@@ -145,6 +145,7 @@ def _tiny_model_and_batch():
   return model, variables, batch
 
 
+@pytest.mark.slow
 def test_seam_loss_updates_batch_stats_and_is_the_summary_cross_entropy():
   model, variables, batch = _tiny_model_and_batch()
   value, (stats, metrics) = skimming.loss(

@@ -38,6 +38,7 @@ def _load(name: str, variant: str):
   return module.get_config(variant)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name,variant', VARIANTS, ids=[f'{n}:{v}' for n, v in VARIANTS])
 def test_config_loads_and_builds(name, variant):
   config = _load(name, variant)

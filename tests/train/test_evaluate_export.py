@@ -26,6 +26,7 @@ def trained(tmp_path_factory):
   return config, workdir, results
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_the_final_evaluation_of_training(trained):
   config, workdir, final = trained
   results, per_video, names = evaluate.evaluate_workdir(config, str(workdir), multi_view=True)
@@ -36,6 +37,7 @@ def test_evaluate_reproduces_the_final_evaluation_of_training(trained):
   assert list(names) == [f'class_{i}' for i in range(4)]
 
 
+@pytest.mark.slow
 def test_export_and_evaluation_read_no_training_data(trained, tmp_path, monkeypatch):
   """The final checkpoint carries its precise-BN statistics: exporting it and evaluating the
   export reproduce the final numbers without reading a single training example."""
@@ -55,6 +57,7 @@ def test_export_and_evaluation_read_no_training_data(trained, tmp_path, monkeypa
   assert workdir_results['top1'] == final['top1']
 
 
+@pytest.mark.slow
 def test_export_predicts_like_the_checkpoint_and_evaluates_identically(trained, tmp_path):
   config, workdir, final = trained
   out = tmp_path / 'export'
@@ -77,6 +80,7 @@ def test_export_predicts_like_the_checkpoint_and_evaluates_identically(trained, 
   assert results['top1'] == final['top1'] and results['top5'] == final['top5']
 
 
+@pytest.mark.slow
 def test_export_reloads_in_a_fresh_process_without_training_code(
   trained, tmp_path, compilation_cache
 ):
@@ -101,6 +105,7 @@ def test_export_reloads_in_a_fresh_process_without_training_code(
   assert result.stdout.strip().splitlines()[-1] == '(3, 4) 4 False'
 
 
+@pytest.mark.slow
 def test_interrupted_export_leaves_nothing_behind(trained, tmp_path, monkeypatch):
   config, workdir, _ = trained
   out = tmp_path / 'export'
@@ -127,6 +132,7 @@ def test_interrupted_export_leaves_nothing_behind(trained, tmp_path, monkeypatch
   }
 
 
+@pytest.mark.slow
 def test_command_lines_write_results_scores_plot_and_export(trained, tmp_path, compilation_cache):
   _, workdir, final = trained
   env = subprocess_env(compilation_cache, devices=1)
@@ -165,6 +171,7 @@ def test_command_lines_write_results_scores_plot_and_export(trained, tmp_path, c
   assert pathlib.Path(tmp_path / 'e' / 'predict.jaxexport').is_file()
 
 
+@pytest.mark.slow
 def test_extract_features_per_video_and_view(trained, tmp_path):
   config, workdir, _ = trained
   from avsf_jax.tools import extract_features  # noqa: PLC0415
@@ -185,6 +192,7 @@ def test_extract_features_per_video_and_view(trained, tmp_path):
   np.testing.assert_allclose(pooled @ fc['kernel'] + fc['bias'], feats['logits'], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_fine_tuning_from_an_export_loads_matching_tensors(trained, tmp_path):
   config, workdir, _ = trained
   out = tmp_path / 'export'

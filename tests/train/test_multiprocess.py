@@ -6,6 +6,8 @@ Each process feeds its half of the global batch; checkpoints are written and rea
 import json
 import socket
 
+import pytest
+
 from tests.helpers import finished_checkpoints, start_main, subprocess_env
 
 
@@ -42,6 +44,7 @@ def _launch(workdir, tmp_path, compilation_cache, tag: str, *overrides: str) -> 
   return logs
 
 
+@pytest.mark.slow
 def test_two_processes_train_save_and_resume(tmp_path, compilation_cache):
   workdir = tmp_path / 'run'
   # Slow-only keeps compilation short; what is tested is the multi-process machinery.

@@ -28,6 +28,7 @@ def reference_run(tmp_path_factory):
   return workdir, results
 
 
+@pytest.mark.slow
 def test_end_to_end_on_eight_devices(reference_run):
   workdir, results = reference_run
   assert jax.device_count() == 8
@@ -44,6 +45,7 @@ def test_end_to_end_on_eight_devices(reference_run):
   assert (workdir / 'per_class_top1.png').stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_a_finite_state_at_its_step(reference_run):
   workdir, _ = reference_run
   state = load_checkpoint(workdir, 4)
@@ -55,6 +57,7 @@ def test_checkpoint_holds_a_finite_state_at_its_step(reference_run):
   )
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bitwise_exact(reference_run, tmp_path, compilation_cache):
   reference, _ = reference_run
   workdir = tmp_path / 'killed'
@@ -77,6 +80,7 @@ def test_resume_after_sigkill_is_bitwise_exact(reference_run, tmp_path, compilat
   assert jax.tree.structure(got) == jax.tree.structure(want)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, compilation_cache):
   workdir = tmp_path / 'preempted'
   log_path = tmp_path / 'preempted.log'
@@ -103,6 +107,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, compilation_cach
   assert not (workdir / 'eval_results.json').exists()
 
 
+@pytest.mark.slow
 def test_nan_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(
   tiny_config, tmp_path
 ):
@@ -138,6 +143,7 @@ def _abstract_step(config):
   )
 
 
+@pytest.mark.slow
 def test_train_step_handles_several_heads(tiny_config):
   with tiny_config.ignore_type():
     tiny_config.model.num_classes = {'verb': 3, 'noun': 5}

@@ -161,16 +161,8 @@ def test_junctions_after_the_first_fusion_count_only_when_drop_pathway_drops():
   for backbone in (helpers.StubBackbone(), FusedStub()):
     model = rotation_head.PretextModel(backbone=backbone, rotation=False)
     variables = helpers.random_variables(model, inputs)  # the same values for both
-    value, (_, metrics) = pretraining.pretraining_loss(
-      model,
-      variables['params'],
-      variables['batch_stats'],
-      batch,
-      jax.random.key(1),
-      jnp.asarray(0),
-      settings=settings,
-    )
-    out[type(backbone).__name__] = float(value), {k: float(v) for k, v in metrics.items()}
+    value, _, metrics = _loss(model, variables, batch, settings, step=0)
+    out[type(backbone).__name__] = value, metrics
   plain, plain_metrics = out['StubBackbone']
   fused, fused_metrics = out['FusedStub']
   assert plain_metrics['avs_loss_pool5'] > 0.0 and fused_metrics['avs_loss_pool5'] == 0.0
@@ -218,20 +210,25 @@ def test_unrotate_undoes_the_pipelines_rotation_exactly():
   np.testing.assert_array_equal(pretraining.unrotate(jnp.asarray(rotated), jnp.asarray(k)), upright)
 
 
-def _hard_only_loss(model, variables, batch, avs_on):
-  settings = pretraining.PretrainingSettings(
-    hard_from_step=0, avs_hard_fraction=1.0, avs_on=avs_on
-  )  # every negative is the clip's own `audio_negative`: no pair reads another clip's audio
+def _loss(model, variables, batch, settings, step):
+  """(loss, new batch_stats, metrics as floats) of `pretraining_loss` with key 1."""
   value, (stats, metrics) = pretraining.pretraining_loss(
     model,
     variables['params'],
     variables['batch_stats'],
     batch,
     jax.random.key(1),
-    jnp.asarray(5),
+    jnp.asarray(step),
     settings=settings,
   )
   return float(value), stats, {k: float(v) for k, v in metrics.items()}
+
+
+def _hard_only_loss(model, variables, batch, avs_on):
+  settings = pretraining.PretrainingSettings(
+    hard_from_step=0, avs_hard_fraction=1.0, avs_on=avs_on
+  )  # every negative is the clip's own `audio_negative`: no pair reads another clip's audio
+  return _loss(model, variables, batch, settings, step=5)
 
 
 @pytest.mark.slow
